@@ -1,0 +1,811 @@
+//! The connection pool: endpoints, slots, leases, limits, waiters, expiry and statistics.
+//!
+//! Pure Rust and generic over what a slot holds ([`Connection`]), so it knows nothing of Python
+//! or HTTP. The fast path (checking out an idle connection and returning it) takes only the
+//! lock of its own endpoint and a few atomics: no global lock, O(1) in the number of
+//! connections.
+
+mod clock;
+mod endpoint;
+mod settings;
+mod stats;
+mod waiter;
+
+pub use clock::{Clock, ManualClock, Nanos, SystemClock};
+pub use endpoint::{Endpoint, EndpointError, Scheme, MAX_ENDPOINT_LEN};
+pub use settings::{seconds, Settings, SettingsError};
+pub use stats::{CloseReason, Counters, EndpointCounts, PoolStats};
+pub use waiter::Ticket;
+
+use dashmap::DashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
+use parking_lot::Mutex;
+use settings::LiveSettings;
+use stats::AtomicCounters;
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+use waiter::Waiter;
+
+/// How many distinct endpoint strings a pool remembers (see [`Pool::route_str`]).
+const MAX_REMEMBERED_ORIGINS: usize = 1024;
+
+/// What a slot holds. The pool asks one question of it: is it still usable?
+pub trait Connection: Send + Sync + 'static {
+    /// False once the peer closed it or it broke. Checked before an idle connection is reused
+    /// and when one is returned.
+    fn is_open(&self) -> bool;
+}
+
+/// A slot with no live connection behind it (the pool's bookkeeping alone).
+impl Connection for () {
+    fn is_open(&self) -> bool {
+        true
+    }
+}
+
+/// A connection's name: a UUIDv4, shown to Python as its hyphenated string.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(Uuid);
+
+impl ConnId {
+    fn new() -> ConnId {
+        ConnId(Uuid::new_v4())
+    }
+
+    /// Parses a hyphenated UUID string; `None` for anything else.
+    pub fn parse(s: &str) -> Option<ConnId> {
+        if s.len() != 36 {
+            return None;
+        }
+        Uuid::try_parse(s).ok().map(ConnId)
+    }
+
+    /// The hyphenated lowercase form, without allocating.
+    pub fn encode<'b>(&self, buf: &'b mut [u8; 36]) -> &'b str {
+        self.0.hyphenated().encode_lower(buf)
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl fmt::Debug for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnId({self})")
+    }
+}
+
+/// One pooled connection: its name, its age, and the connection itself once opened.
+struct Slot<C> {
+    id: ConnId,
+    created: Nanos,
+    idle_since: Nanos,
+    conn: Option<C>,
+}
+
+impl<C: Connection> Slot<C> {
+    fn is_open(&self) -> bool {
+        self.conn.as_ref().is_none_or(Connection::is_open)
+    }
+}
+
+/// The connections of one endpoint.
+struct Host<C> {
+    endpoint: Endpoint,
+    state: Mutex<HostState<C>>,
+}
+
+struct HostState<C> {
+    /// Most recently used at the back: checkout pops the back, expiry trims the front.
+    idle: VecDeque<Slot<C>>,
+    /// Checked-out connections: leased, being opened, or parked below.
+    active: usize,
+    /// Checked out through the id API: the slot waits here, under this lock, for its id.
+    parked: FxHashMap<ConnId, Slot<C>>,
+    /// Checkouts that reused an idle connection. Counted here, under the lock already held,
+    /// rather than in a shared atomic; added to the pool's counters when the host is retired.
+    reused: u64,
+    /// Set under the lock when cleanup removes this empty host from the map; whoever still
+    /// holds it looks the endpoint up again.
+    retired: bool,
+}
+
+/// An endpoint's place in a pool: looked up once, used for many checkouts.
+pub struct Route<C: Connection>(Arc<Host<C>>);
+
+impl<C: Connection> Route<C> {
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.0.endpoint
+    }
+}
+
+impl<C: Connection> Clone for Route<C> {
+    fn clone(&self) -> Self {
+        Route(self.0.clone())
+    }
+}
+
+impl<C: Connection> fmt::Debug for Route<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Route({})", self.0.endpoint)
+    }
+}
+
+/// Why a non-blocking checkout found nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// `max_connections_per_endpoint` connections of this endpoint are open.
+    Endpoint,
+    /// `max_connections` connections are open and none of them is idle.
+    Pool,
+}
+
+/// Returned by [`Pool::wait`] when no connection freed up in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitTimeout;
+
+struct Shared<C: Connection> {
+    settings: LiveSettings,
+    clock: Arc<dyn Clock>,
+    hosts: DashMap<Endpoint, Arc<Host<C>>, FxBuildHasher>,
+    /// Endpoint strings seen before, so the hot path skips parsing. Only strings that are bare
+    /// origins (nothing that parsing would drop, so nothing secret) are remembered.
+    origins: DashMap<Box<str>, Route<C>, FxBuildHasher>,
+    /// Every live connection's endpoint, by id: written when a connection opens or closes,
+    /// only read on the hot path.
+    ids: DashMap<ConnId, Arc<Host<C>>, FxBuildHasher>,
+    /// Connections counted against `max_connections` (active, opening and idle).
+    open: AtomicUsize,
+    /// First come, first served. Touched only while `waiting > 0` or by a checkout that queues.
+    waiters: Mutex<VecDeque<Arc<Waiter<C>>>>,
+    waiting: AtomicUsize,
+    counters: AtomicCounters,
+    reaper: Mutex<Option<Reaper>>,
+}
+
+/// A connection pool. Cloning gives another handle to the same pool.
+pub struct Pool<C: Connection> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C: Connection> Clone for Pool<C> {
+    fn clone(&self) -> Self {
+        Pool { shared: self.shared.clone() }
+    }
+}
+
+impl<C: Connection> fmt::Debug for Pool<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.stats();
+        f.debug_struct("Pool")
+            .field("active", &s.active)
+            .field("idle", &s.idle)
+            .field("waiting", &s.waiting)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Connection> Pool<C> {
+    /// A pool on the system clock; starts its reaper if `settings.reaper_interval` is set.
+    pub fn new(settings: Settings) -> Result<Pool<C>, SettingsError> {
+        Pool::with_clock(settings, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Pool<C>, SettingsError> {
+        settings.validate()?;
+        let pool = Pool {
+            shared: Arc::new(Shared {
+                settings: LiveSettings::new(&settings),
+                clock,
+                hosts: DashMap::default(),
+                origins: DashMap::default(),
+                ids: DashMap::default(),
+                open: AtomicUsize::new(0),
+                waiters: Mutex::new(VecDeque::new()),
+                waiting: AtomicUsize::new(0),
+                counters: AtomicCounters::default(),
+                reaper: Mutex::new(None),
+            }),
+        };
+        pool.set_reaper(settings.reaper_interval);
+        Ok(pool)
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.shared.settings.load()
+    }
+
+    /// Changes settings in place. Lower limits close nothing: connections above them are not
+    /// reused once returned. Higher limits serve waiters at once.
+    pub fn configure(&self, settings: Settings) -> Result<(), SettingsError> {
+        settings.validate()?;
+        self.shared.settings.store(&settings);
+        self.set_reaper(settings.reaper_interval);
+        self.shared.serve_waiters_if_any();
+        Ok(())
+    }
+
+    /// The route to an endpoint, for the checkouts below.
+    pub fn route(&self, endpoint: &Endpoint) -> Route<C> {
+        Route(self.shared.host(endpoint))
+    }
+
+    /// The route to an endpoint given as a URL string. Bare origins (strings with nothing that
+    /// parsing drops, so nothing secret) are remembered, and the next lookup skips parsing.
+    pub fn route_str(&self, input: &str) -> Result<Route<C>, EndpointError> {
+        self.with_route_str(input, Route::clone)
+    }
+
+    /// [`Pool::route_str`] without the reference counting of an owned route (the id API's hot
+    /// path).
+    pub fn with_route_str<R>(&self, input: &str, f: impl FnOnce(&Route<C>) -> R) -> Result<R, EndpointError> {
+        if let Some(route) = self.shared.origins.get(input) {
+            return Ok(f(&route));
+        }
+        let route = Route(self.shared.host(&Endpoint::parse(input)?));
+        if Endpoint::is_bare_origin(input) && self.shared.origins.len() < MAX_REMEMBERED_ORIGINS {
+            self.shared.origins.insert(input.into(), route.clone());
+        }
+        Ok(f(&route))
+    }
+
+    /// Takes a connection without waiting: the most recently used healthy idle one of the
+    /// endpoint, else a new slot if the limits allow (its connection is opened by the caller).
+    pub fn try_get(&self, route: &Route<C>) -> Result<Lease<C>, Full> {
+        self.shared.try_get(&route.0)
+    }
+
+    /// Takes a connection, or queues for one (first come, first served). The [`Ticket`] is
+    /// waited on with [`Ticket::wait_until`] or awaited as a future; dropping it leaves the queue.
+    pub fn get_or_queue(&self, route: &Route<C>) -> Result<Lease<C>, Ticket<C>> {
+        // With others already queued, a newcomer goes behind them instead of taking first.
+        if self.shared.waiting.load(SeqCst) == 0 {
+            if let Ok(lease) = self.shared.try_get(&route.0) {
+                return Ok(lease);
+            }
+        }
+        Waiter::enqueue(&self.shared, route.0.clone())
+    }
+
+    /// Takes a connection, blocking the thread until one frees up or `timeout` passes.
+    pub fn wait(&self, route: &Route<C>, timeout: Option<Duration>) -> Result<Lease<C>, WaitTimeout> {
+        match self.get_or_queue(route) {
+            Ok(lease) => Ok(lease),
+            Err(mut ticket) => ticket.wait_until(timeout.map(|t| Instant::now() + t)).ok_or_else(|| {
+                self.record_wait_timeout();
+                WaitTimeout
+            }),
+        }
+    }
+
+    /// Like [`Pool::try_get`], for callers that hold ids instead of leases: the connection is
+    /// parked under its id until [`Pool::return_by_id`] or [`Pool::remove_by_id`].
+    pub fn try_get_id(&self, route: &Route<C>) -> Result<ConnId, Full> {
+        match self.shared.take(&route.0, true)? {
+            Taken::Parked(id) => Ok(id),
+            Taken::Leased(..) => unreachable!("take parks when asked to"),
+        }
+    }
+
+    /// Parks a lease under its id (see [`Pool::try_get_id`]).
+    pub fn check_out_by_id(&self, mut lease: Lease<C>) -> ConnId {
+        let slot = lease.slot.take().expect("a lease holds its slot until it ends");
+        let id = slot.id;
+        lease.host.state.lock().parked.insert(id, slot);
+        id
+    }
+
+    /// Returns a connection checked out by id. False (and nothing changes) if the id is not
+    /// checked out: never checked out, already returned, or removed.
+    pub fn return_by_id(&self, id: ConnId) -> bool {
+        let returned = self.shared.with_host_of(id, |host| {
+            let mut st = host.state.lock();
+            let slot = st.parked.remove(&id)?;
+            Some(self.shared.check_in_locked(&mut st, slot))
+        });
+        match returned {
+            Some(to_close) => {
+                self.shared.finish_check_in(to_close);
+                true
+            }
+            None => {
+                self.shared.counters.ignored_return();
+                false
+            }
+        }
+    }
+
+    /// Closes a connection, checked out by id or idle. False if there is no such connection
+    /// (or it is leased, not checked out by id: its holder decides).
+    pub fn remove_by_id(&self, id: ConnId) -> bool {
+        let removed = self.shared.with_host_of(id, |host| {
+            let mut st = host.state.lock();
+            if let Some(slot) = st.parked.remove(&id) {
+                st.active -= 1;
+                return Some(slot);
+            }
+            let i = st.idle.iter().position(|s| s.id == id)?;
+            st.idle.remove(i)
+        });
+        match removed {
+            Some(slot) => {
+                self.shared.open.fetch_sub(1, SeqCst);
+                self.shared.close(slot, CloseReason::Removed);
+                self.shared.serve_waiters_if_any();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// True if the id names a connection checked out by id or idle, that is open and unexpired.
+    pub fn is_healthy(&self, id: ConnId) -> bool {
+        let now = self.shared.clock.now();
+        self.shared
+            .with_host_of(id, |host| {
+                let st = host.state.lock();
+                if let Some(slot) = st.parked.get(&id) {
+                    return Some(slot.is_open() && self.shared.expiry(slot, now, false).is_none());
+                }
+                let slot = st.idle.iter().find(|s| s.id == id)?;
+                Some(slot.is_open() && self.shared.expiry(slot, now, true).is_none())
+            })
+            .unwrap_or(false)
+    }
+
+    /// Closes idle connections that are expired or broken; returns how many. Active ones are
+    /// never touched. Also forgets endpoints that have no connections left.
+    pub fn cleanup(&self) -> usize {
+        self.shared.cleanup()
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        self.shared.stats()
+    }
+
+    /// Counts a queued checkout that gave up (for callers that time out a [`Ticket`] future).
+    pub fn record_wait_timeout(&self) {
+        self.shared.counters.wait_timeout();
+    }
+
+    /// Starts, restarts or (with `None`) stops the background reaper.
+    fn set_reaper(&self, interval: Option<Duration>) {
+        let mut reaper = self.shared.reaper.lock();
+        if reaper.as_ref().map(|r| r.interval) == Some(interval) {
+            return;
+        }
+        if let Some(old) = reaper.take() {
+            old.stop();
+        }
+        if let Some(interval) = interval {
+            *reaper = Reaper::start(Arc::downgrade(&self.shared), interval);
+        }
+    }
+}
+
+/// What a returned connection needs once the endpoint's lock is released.
+enum CheckedIn<C> {
+    Parked,
+    Close(Slot<C>, CloseReason),
+}
+
+/// A slot taken by a checkout.
+enum Taken<C> {
+    /// For a lease: the slot, and whether it is a reused connection.
+    Leased(Arc<Host<C>>, Slot<C>, bool),
+    /// Checked out by id: the slot stays parked under its endpoint's lock.
+    Parked(ConnId),
+}
+
+enum Attempt<C> {
+    Got(Taken<C>, Option<ConnId>),
+    Full(Full),
+    Retired,
+}
+
+impl<C: Connection> Shared<C> {
+    fn host(&self, endpoint: &Endpoint) -> Arc<Host<C>> {
+        if let Some(host) = self.hosts.get(endpoint) {
+            return host.clone();
+        }
+        self.hosts
+            .entry(endpoint.clone())
+            .or_insert_with(|| {
+                Arc::new(Host {
+                    endpoint: endpoint.clone(),
+                    state: Mutex::new(HostState {
+                        idle: VecDeque::new(),
+                        active: 0,
+                        parked: FxHashMap::default(),
+                        reused: 0,
+                        retired: false,
+                    }),
+                })
+            })
+            .clone()
+    }
+
+    /// Runs `f` on the endpoint of a live connection; `None` for an unknown id.
+    fn with_host_of<R>(&self, id: ConnId, f: impl FnOnce(&Host<C>) -> Option<R>) -> Option<R> {
+        let host = self.ids.get(&id)?;
+        f(&host)
+    }
+
+    /// Why a slot must close now, if it must. `idle` slots also expire by idle time.
+    fn expiry(&self, slot: &Slot<C>, now: Nanos, idle: bool) -> Option<CloseReason> {
+        if now.saturating_sub(slot.created) >= self.settings.max_lifetime_nanos() {
+            return Some(CloseReason::MaxLifetime);
+        }
+        if idle && now.saturating_sub(slot.idle_since) >= self.settings.idle_timeout_nanos() {
+            return Some(CloseReason::IdleTimeout);
+        }
+        None
+    }
+
+    fn try_get(self: &Arc<Self>, host: &Arc<Host<C>>) -> Result<Lease<C>, Full> {
+        match self.take(host, false)? {
+            Taken::Leased(host, slot, reused) => Ok(Lease { slot: Some(slot), host, pool: self.clone(), reused }),
+            Taken::Parked(_) => unreachable!("take parks only when asked to"),
+        }
+    }
+
+    /// A slot of this endpoint, counted as active: an idle one, or a new one within the limits.
+    fn take(&self, host: &Arc<Host<C>>, park: bool) -> Result<Taken<C>, Full> {
+        let mut fresh_host: Option<Arc<Host<C>>> = None;
+        let mut evicted_once = false;
+        loop {
+            let host = fresh_host.as_ref().unwrap_or(host);
+            let (attempt, discarded) = self.take_once(host, park);
+            for (slot, reason) in discarded {
+                self.close(slot, reason);
+            }
+            match attempt {
+                Attempt::Got(taken, new_id) => {
+                    // Indexed after the endpoint's lock is released: `ids` is always locked
+                    // before an endpoint, never after.
+                    if let Some(id) = new_id {
+                        self.ids.insert(id, host.clone());
+                    }
+                    return Ok(taken);
+                }
+                Attempt::Retired => fresh_host = Some(self.host(&host.endpoint)),
+                Attempt::Full(Full::Pool) if !evicted_once && self.evict_idle_elsewhere(host) => {
+                    evicted_once = true;
+                }
+                Attempt::Full(full) => return Err(full),
+            }
+        }
+    }
+
+    /// One try under the endpoint's lock. Also returns the idle slots found dead on the way,
+    /// to be closed once the lock is released.
+    #[allow(clippy::type_complexity)]
+    fn take_once(&self, host: &Arc<Host<C>>, park: bool) -> (Attempt<C>, Vec<(Slot<C>, CloseReason)>) {
+        let now = self.clock.now();
+        let mut discarded = Vec::new();
+        let mut st = host.state.lock();
+        if st.retired {
+            return (Attempt::Retired, discarded);
+        }
+        let mut reusable = None;
+        while let Some(slot) = st.idle.pop_back() {
+            let reason = if slot.is_open() { self.expiry(&slot, now, true) } else { Some(CloseReason::Unhealthy) };
+            match reason {
+                Some(reason) => discarded.push((slot, reason)),
+                None => {
+                    reusable = Some(slot);
+                    break;
+                }
+            }
+        }
+        if !discarded.is_empty() {
+            self.open.fetch_sub(discarded.len(), SeqCst);
+        }
+        let (slot, reused) = match reusable {
+            Some(slot) => {
+                st.reused += 1;
+                (slot, true)
+            }
+            None if st.active + st.idle.len() >= self.settings.max_connections_per_endpoint() => {
+                return (Attempt::Full(Full::Endpoint), discarded);
+            }
+            None if !self.reserve_one() => return (Attempt::Full(Full::Pool), discarded),
+            None => {
+                self.counters.created();
+                (Slot { id: ConnId::new(), created: now, idle_since: now, conn: None }, false)
+            }
+        };
+        st.active += 1;
+        let new_id = (!reused).then_some(slot.id);
+        let taken = if park {
+            let id = slot.id;
+            st.parked.insert(id, slot);
+            Taken::Parked(id)
+        } else {
+            Taken::Leased(host.clone(), slot, reused)
+        };
+        (Attempt::Got(taken, new_id), discarded)
+    }
+
+    /// Counts one more connection against `max_connections`, if there is room.
+    fn reserve_one(&self) -> bool {
+        let max = self.settings.max_connections();
+        self.open.fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
+    /// Closes a slot already taken out of its endpoint and out of `open`.
+    fn close(&self, slot: Slot<C>, reason: CloseReason) {
+        self.counters.closed(reason, 1);
+        self.ids.remove(&slot.id);
+        drop(slot);
+    }
+
+    /// At `max_connections` with idle connections elsewhere: close the least recently used idle
+    /// connection of another endpoint to make room. Takes no lock while holding another.
+    fn evict_idle_elsewhere(&self, except: &Arc<Host<C>>) -> bool {
+        let hosts = self.all_hosts();
+        let mut oldest: Option<(&Arc<Host<C>>, Nanos)> = None;
+        for host in hosts.iter().filter(|h| !Arc::ptr_eq(h, except)) {
+            if let Some(front) = host.state.lock().idle.front() {
+                if oldest.is_none_or(|(_, t)| front.idle_since < t) {
+                    oldest = Some((host, front.idle_since));
+                }
+            }
+        }
+        let Some((host, _)) = oldest else { return false };
+        let victim = host.state.lock().idle.pop_front();
+        match victim {
+            Some(slot) => {
+                self.open.fetch_sub(1, SeqCst);
+                self.close(slot, CloseReason::Evicted);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn all_hosts(&self) -> Vec<Arc<Host<C>>> {
+        self.hosts.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// A lease comes back: parked as idle, or closed if it is broken, too old, or above a
+    /// lowered limit. Then queued checkouts get their turn.
+    fn check_in(self: &Arc<Self>, host: &Host<C>, slot: Slot<C>) {
+        let checked_in = self.check_in_locked(&mut host.state.lock(), slot);
+        self.finish_check_in(checked_in);
+    }
+
+    fn check_in_locked(&self, st: &mut HostState<C>, mut slot: Slot<C>) -> CheckedIn<C> {
+        let now = self.clock.now();
+        st.active -= 1;
+        let reason = if slot.is_open() { self.expiry(&slot, now, false) } else { Some(CloseReason::Unhealthy) };
+        match reason {
+            Some(reason) => CheckedIn::Close(slot, reason),
+            None if st.active + st.idle.len() >= self.settings.max_connections_per_endpoint()
+                || self.open.load(SeqCst) > self.settings.max_connections() =>
+            {
+                CheckedIn::Close(slot, CloseReason::Evicted)
+            }
+            None => {
+                slot.idle_since = now;
+                st.idle.push_back(slot);
+                CheckedIn::Parked
+            }
+        }
+    }
+
+    /// The part of a check-in done after the endpoint's lock is released.
+    fn finish_check_in(self: &Arc<Self>, checked_in: CheckedIn<C>) {
+        if let CheckedIn::Close(slot, reason) = checked_in {
+            self.open.fetch_sub(1, SeqCst);
+            self.close(slot, reason);
+        }
+        self.serve_waiters_if_any();
+    }
+
+    fn close_active(&self, host: &Host<C>, slot: Slot<C>, reason: CloseReason) {
+        host.state.lock().active -= 1;
+        self.open.fetch_sub(1, SeqCst);
+        self.close(slot, reason);
+    }
+
+    fn serve_waiters_if_any(self: &Arc<Self>) {
+        if self.waiting.load(SeqCst) > 0 {
+            Waiter::serve(self);
+        }
+    }
+
+    fn cleanup(self: &Arc<Self>) -> usize {
+        let now = self.clock.now();
+        let hosts = self.all_hosts();
+        let mut closed = 0;
+        for host in &hosts {
+            let mut expired: Vec<(Slot<C>, CloseReason)> = Vec::new();
+            {
+                let mut st = host.state.lock();
+                let mut kept = VecDeque::with_capacity(st.idle.len());
+                for slot in st.idle.drain(..) {
+                    let reason = if slot.is_open() { self.expiry(&slot, now, true) } else { Some(CloseReason::Unhealthy) };
+                    match reason {
+                        Some(reason) => expired.push((slot, reason)),
+                        None => kept.push_back(slot),
+                    }
+                }
+                st.idle = kept;
+                if !expired.is_empty() {
+                    self.open.fetch_sub(expired.len(), SeqCst);
+                }
+            }
+            closed += expired.len();
+            for (slot, reason) in expired {
+                self.close(slot, reason);
+            }
+        }
+        for host in &hosts {
+            self.hosts.remove_if(&host.endpoint, |_, h| {
+                let mut st = h.state.lock();
+                let empty = st.active == 0 && st.idle.is_empty();
+                if empty {
+                    st.retired = true;
+                    self.counters.reused(std::mem::take(&mut st.reused));
+                }
+                empty
+            });
+        }
+        self.origins.retain(|_, route| !route.0.state.lock().retired);
+        if closed > 0 {
+            self.serve_waiters_if_any();
+        }
+        closed
+    }
+
+    fn stats(&self) -> PoolStats {
+        let mut endpoints = Vec::new();
+        let (mut active, mut idle, mut reused) = (0, 0, 0);
+        for entry in self.hosts.iter() {
+            let counts = {
+                let st = entry.value().state.lock();
+                reused += st.reused;
+                EndpointCounts { active: st.active, idle: st.idle.len() }
+            };
+            if counts.total() > 0 {
+                active += counts.active;
+                idle += counts.idle;
+                endpoints.push((entry.key().to_string(), counts));
+            }
+        }
+        endpoints.sort_by(|a, b| a.0.cmp(&b.0));
+        PoolStats {
+            active,
+            idle,
+            waiting: self.waiting.load(SeqCst),
+            endpoints,
+            counters: self.counters.snapshot(reused),
+        }
+    }
+}
+
+/// A checked-out connection. Dropping it returns the connection to the pool; use
+/// [`Lease::discard`] when its state is unknown.
+pub struct Lease<C: Connection> {
+    slot: Option<Slot<C>>,
+    host: Arc<Host<C>>,
+    pool: Arc<Shared<C>>,
+    reused: bool,
+}
+
+impl<C: Connection> Lease<C> {
+    fn slot(&self) -> &Slot<C> {
+        self.slot.as_ref().expect("a lease holds its slot until it ends")
+    }
+
+    fn slot_mut(&mut self) -> &mut Slot<C> {
+        self.slot.as_mut().expect("a lease holds its slot until it ends")
+    }
+
+    pub fn id(&self) -> ConnId {
+        self.slot().id
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.host.endpoint
+    }
+
+    /// True if this connection carried earlier requests (it came from the idle stack).
+    pub fn is_reused(&self) -> bool {
+        self.reused
+    }
+
+    /// The live connection, if it has been opened.
+    pub fn conn(&self) -> Option<&C> {
+        self.slot().conn.as_ref()
+    }
+
+    pub fn conn_mut(&mut self) -> Option<&mut C> {
+        self.slot_mut().conn.as_mut()
+    }
+
+    /// Puts an opened connection into this slot (replacing any earlier one).
+    pub fn set_conn(&mut self, conn: C) {
+        self.slot_mut().conn = Some(conn);
+    }
+
+    /// Closes the connection instead of returning it, counting `reason`.
+    pub fn discard(mut this: Lease<C>, reason: CloseReason) {
+        let Some(slot) = this.slot.take() else { return };
+        this.pool.close_active(&this.host, slot, reason);
+        this.pool.serve_waiters_if_any();
+    }
+}
+
+impl<C: Connection> Drop for Lease<C> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.pool.check_in(&self.host, slot);
+        }
+    }
+}
+
+impl<C: Connection> fmt::Debug for Lease<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("id", &self.slot.as_ref().map(|s| s.id))
+            .field("endpoint", &self.host.endpoint)
+            .field("reused", &self.reused)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The background thread that runs `cleanup`. It holds the pool weakly and ends with it.
+struct Reaper {
+    interval: Option<Duration>,
+    stop: Arc<AtomicBool>,
+    thread: thread::Thread,
+}
+
+impl Reaper {
+    fn start<C: Connection>(pool: Weak<Shared<C>>, interval: Duration) -> Option<Reaper> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_seen = stop.clone();
+        let handle = thread::Builder::new()
+            .name("fast-litellm-reaper".into())
+            .spawn(move || loop {
+                thread::park_timeout(interval);
+                if stop_seen.load(SeqCst) {
+                    return;
+                }
+                match pool.upgrade() {
+                    Some(pool) => {
+                        pool.cleanup();
+                    }
+                    None => return,
+                }
+            })
+            .ok()?;
+        Some(Reaper { interval: Some(interval), stop, thread: handle.thread().clone() })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, SeqCst);
+        self.thread.unpark();
+    }
+}
+
+impl<C: Connection> Drop for Shared<C> {
+    fn drop(&mut self) {
+        if let Some(reaper) = self.reaper.get_mut().take() {
+            reaper.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

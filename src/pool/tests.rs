@@ -1,0 +1,388 @@
+use super::*;
+use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
+use std::future::Future;
+use std::sync::Barrier;
+
+fn ep(s: &str) -> Endpoint {
+    Endpoint::parse(s).unwrap()
+}
+
+fn settings(total: usize, per_endpoint: usize) -> Settings {
+    Settings {
+        max_connections: total,
+        max_connections_per_endpoint: per_endpoint,
+        reaper_interval: None,
+        ..Settings::default()
+    }
+}
+
+fn pool(total: usize, per_endpoint: usize) -> Pool<()> {
+    Pool::new(settings(total, per_endpoint)).unwrap()
+}
+
+fn manual(s: Settings) -> (Pool<()>, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new());
+    (Pool::with_clock(s, clock.clone()).unwrap(), clock)
+}
+
+fn assert_consistent<C: Connection>(p: &Pool<C>) {
+    let s = p.stats();
+    assert_eq!(s.total(), s.active + s.idle);
+    let sum: usize = s.endpoints.iter().map(|(_, c)| c.total()).sum();
+    assert_eq!(sum, s.total());
+    assert_eq!(p.shared.open.load(SeqCst), s.total(), "open counter drifted");
+}
+
+/// A connection whose health the test controls.
+struct Flag(Arc<AtomicBool>);
+impl Connection for Flag {
+    fn is_open(&self) -> bool {
+        self.0.load(SeqCst)
+    }
+}
+
+#[test]
+fn reuses_the_most_recently_used_idle_connection() {
+    let p = pool(10, 10);
+    let e = ep("https://api.openai.com");
+    let a = p.try_get(&p.route(&e)).unwrap();
+    let b = p.try_get(&p.route(&e)).unwrap();
+    let (ida, idb) = (a.id(), b.id());
+    assert!(!a.is_reused());
+    drop(a);
+    drop(b);
+    let c = p.try_get(&p.route(&e)).unwrap();
+    assert_eq!(c.id(), idb);
+    assert!(c.is_reused());
+    let d = p.try_get(&p.route(&e)).unwrap();
+    assert_eq!(d.id(), ida);
+    let s = p.stats();
+    assert_eq!((s.active, s.idle, s.counters.created, s.counters.reused), (2, 0, 2, 2));
+}
+
+#[test]
+fn per_endpoint_and_global_limits_hold() {
+    let p = pool(3, 2);
+    let (a, b) = (p.route(&ep("http://a")), p.route(&ep("http://b")));
+    let a1 = p.try_get(&a).unwrap();
+    let _a2 = p.try_get(&a).unwrap();
+    assert_eq!(p.try_get(&a).unwrap_err(), Full::Endpoint);
+    let _b1 = p.try_get(&b).unwrap();
+    assert_eq!(p.try_get(&b).unwrap_err(), Full::Pool);
+    drop(a1);
+    // One idle connection of `a` is evicted to make room for `b`.
+    let _b2 = p.try_get(&b).unwrap();
+    let s = p.stats();
+    assert_eq!((s.active, s.idle), (3, 0));
+    assert_eq!(s.counters.closed_by(CloseReason::Evicted), 1);
+    assert_consistent(&p);
+}
+
+#[test]
+fn id_api_return_rules() {
+    let p = pool(10, 10);
+    let e = ep("http://h");
+    let id = p.check_out_by_id(p.try_get(&p.route(&e)).unwrap());
+    assert!(p.is_healthy(id));
+    assert!(p.return_by_id(id));
+    assert!(!p.return_by_id(id), "double return is ignored");
+    assert!(p.is_healthy(id), "an idle connection is healthy");
+    assert!(!p.return_by_id(ConnId::new()), "unknown id is ignored");
+    let s = p.stats();
+    assert_eq!((s.active, s.idle, s.counters.ignored_returns), (0, 1, 2));
+
+    let id = p.check_out_by_id(p.try_get(&p.route(&e)).unwrap());
+    assert!(p.remove_by_id(id));
+    assert!(!p.return_by_id(id), "return after remove is ignored");
+    assert!(!p.is_healthy(id));
+    assert!(!p.remove_by_id(id));
+    let s = p.stats();
+    assert_eq!((s.active, s.idle), (0, 0));
+    assert_eq!(s.counters.closed_by(CloseReason::Removed), 1);
+    assert_consistent(&p);
+}
+
+#[test]
+fn remove_closes_an_idle_connection_too() {
+    let p = pool(10, 10);
+    let id = p.check_out_by_id(p.try_get(&p.route(&ep("http://h"))).unwrap());
+    p.return_by_id(id);
+    assert!(p.remove_by_id(id));
+    assert_eq!(p.stats().total(), 0);
+}
+
+#[test]
+fn idle_timeout_and_max_lifetime_with_a_manual_clock() {
+    let (p, clock) = manual(Settings {
+        idle_timeout: Some(Duration::from_secs(10)),
+        max_lifetime: Some(Duration::from_secs(60)),
+        ..settings(10, 10)
+    });
+    let e = ep("http://h");
+    let id = p.check_out_by_id(p.try_get(&p.route(&e)).unwrap());
+    p.return_by_id(id);
+    clock.advance(Duration::from_secs(9));
+    assert_eq!(p.cleanup(), 0);
+    assert!(p.is_healthy(id));
+    clock.advance(Duration::from_secs(1));
+    assert!(!p.is_healthy(id), "expired idle connections are unhealthy");
+    assert_eq!(p.cleanup(), 1);
+    assert_eq!(p.stats().counters.closed_by(CloseReason::IdleTimeout), 1);
+
+    // Active connections are never closed under their user; past max_lifetime they are retired
+    // when returned.
+    let id = p.check_out_by_id(p.try_get(&p.route(&e)).unwrap());
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(p.cleanup(), 0);
+    assert_eq!(p.stats().active, 1);
+    assert!(!p.is_healthy(id));
+    assert!(p.return_by_id(id));
+    let s = p.stats();
+    assert_eq!((s.active, s.idle), (0, 0));
+    assert_eq!(s.counters.closed_by(CloseReason::MaxLifetime), 1);
+}
+
+#[test]
+fn expired_idle_connections_are_skipped_at_checkout() {
+    let (p, clock) = manual(Settings { idle_timeout: Some(Duration::from_secs(5)), ..settings(10, 10) });
+    let e = ep("http://h");
+    let old = p.try_get(&p.route(&e)).unwrap().id();
+    clock.advance(Duration::from_secs(6));
+    let fresh = p.try_get(&p.route(&e)).unwrap();
+    assert_ne!(fresh.id(), old);
+    assert!(!fresh.is_reused());
+    assert_eq!(p.stats().counters.closed_by(CloseReason::IdleTimeout), 1);
+}
+
+#[test]
+fn broken_connections_are_never_reused() {
+    let p: Pool<Flag> = Pool::new(settings(10, 10)).unwrap();
+    let e = ep("http://h");
+    let alive = Arc::new(AtomicBool::new(true));
+    let mut lease = p.try_get(&p.route(&e)).unwrap();
+    lease.set_conn(Flag(alive.clone()));
+    let id = p.check_out_by_id(lease);
+    p.return_by_id(id);
+    assert!(p.is_healthy(id));
+    alive.store(false, SeqCst); // the peer closes the idle socket
+    assert!(!p.is_healthy(id));
+    let next = p.try_get(&p.route(&e)).unwrap();
+    assert_ne!(next.id(), id);
+    assert!(next.conn().is_none());
+    assert_eq!(p.stats().counters.closed_by(CloseReason::Unhealthy), 1);
+}
+
+#[test]
+fn waiters_are_served_in_order() {
+    let p = pool(1, 1);
+    let e = ep("http://h");
+    let held = p.try_get(&p.route(&e)).unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut threads = Vec::new();
+    for i in 0..5 {
+        let (p2, e, order) = (p.clone(), e.clone(), order.clone());
+        threads.push(thread::spawn(move || {
+            let lease = p2.wait(&p2.route(&e), Some(Duration::from_secs(10))).unwrap();
+            order.lock().push(i);
+            drop(lease);
+        }));
+        while p.stats().waiting < i + 1 {
+            thread::yield_now();
+        }
+    }
+    drop(held);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(*order.lock(), vec![0, 1, 2, 3, 4]);
+    let s = p.stats();
+    assert_eq!((s.waiting, s.active, s.idle, s.counters.waited), (0, 0, 1, 5));
+}
+
+#[test]
+fn a_waiter_times_out_and_leaves_the_queue() {
+    let p = pool(1, 1);
+    let e = ep("http://h");
+    let _held = p.try_get(&p.route(&e)).unwrap();
+    assert_eq!(p.wait(&p.route(&e), Some(Duration::from_millis(20))).unwrap_err(), WaitTimeout);
+    let s = p.stats();
+    assert_eq!((s.waiting, s.counters.wait_timeouts), (0, 1));
+}
+
+#[test]
+fn a_waiter_blocked_by_the_global_limit_gets_room_from_another_endpoint() {
+    let p = pool(1, 5);
+    let held = p.try_get(&p.route(&ep("http://a"))).unwrap();
+    let p2 = p.clone();
+    let t = thread::spawn(move || p2.wait(&p2.route(&ep("http://b")), Some(Duration::from_secs(10))).map(|l| l.endpoint().to_string()));
+    while p.stats().waiting == 0 {
+        thread::yield_now();
+    }
+    drop(held); // parked idle on `a`, then evicted for the waiter on `b`
+    assert_eq!(t.join().unwrap().unwrap(), "http://b:80");
+    assert_consistent(&p);
+}
+
+#[test]
+fn a_dropped_ticket_that_was_served_gives_the_connection_back() {
+    let p = pool(1, 1);
+    let e = ep("http://h");
+    let held = p.try_get(&p.route(&e)).unwrap();
+    let ticket = p.get_or_queue(&p.route(&e)).unwrap_err();
+    drop(held); // served to the ticket
+    assert_eq!(p.stats().active, 1);
+    drop(ticket);
+    let s = p.stats();
+    assert_eq!((s.active, s.idle, s.waiting), (0, 1, 0));
+}
+
+#[test]
+fn ticket_is_a_future() {
+    use std::task::{Wake, Waker};
+    struct Flagged(AtomicBool);
+    impl Wake for Flagged {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, SeqCst);
+        }
+    }
+    let p = pool(1, 1);
+    let e = ep("http://h");
+    let held = p.try_get(&p.route(&e)).unwrap();
+    let mut ticket = Box::pin(p.get_or_queue(&p.route(&e)).unwrap_err());
+    let flag = Arc::new(Flagged(AtomicBool::new(false)));
+    let waker = Waker::from(flag.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(ticket.as_mut().poll(&mut cx).is_pending());
+    drop(held);
+    assert!(flag.0.load(SeqCst), "serving wakes the task");
+    match ticket.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(lease) => assert!(lease.is_reused()),
+        std::task::Poll::Pending => panic!("served ticket must be ready"),
+    }
+}
+
+#[test]
+fn cleanup_forgets_empty_endpoints_and_lookups_still_work() {
+    let p = pool(10, 10);
+    let e = ep("http://h");
+    let id = p.check_out_by_id(p.try_get(&p.route(&e)).unwrap());
+    p.remove_by_id(id);
+    p.cleanup();
+    assert!(p.shared.hosts.is_empty());
+    let lease = p.try_get(&p.route(&e)).unwrap();
+    assert_eq!(p.stats().endpoints, vec![("http://h:80".to_string(), EndpointCounts { active: 1, idle: 0 })]);
+    drop(lease);
+}
+
+#[test]
+fn reaper_closes_expired_idle_connections() {
+    let p = pool(10, 10);
+    p.configure(Settings {
+        idle_timeout: Some(Duration::from_millis(20)),
+        reaper_interval: Some(Duration::from_millis(10)),
+        ..settings(10, 10)
+    })
+    .unwrap();
+    drop(p.try_get(&p.route(&ep("http://h"))).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.stats().idle > 0 {
+        assert!(Instant::now() < deadline, "the reaper never ran");
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(p.stats().counters.closed_by(CloseReason::IdleTimeout), 1);
+}
+
+#[test]
+fn lowering_a_limit_retires_connections_above_it_on_return() {
+    let p = pool(10, 4);
+    let e = ep("http://h");
+    let leases: Vec<_> = (0..4).map(|_| p.try_get(&p.route(&e)).unwrap()).collect();
+    p.configure(settings(10, 2)).unwrap();
+    drop(leases);
+    assert_eq!(p.stats().idle, 2);
+    assert_consistent(&p);
+}
+
+#[test]
+fn invariants_hold_under_many_threads() {
+    const THREADS: usize = 16;
+    const ROUNDS: usize = 2_000;
+    let p = pool(12, 5);
+    let endpoints: Vec<Route<()>> = ["http://a", "http://b", "http://c"].iter().map(|s| p.route(&ep(s))).collect();
+    let leased: Arc<Mutex<HashSet<ConnId>>> = Arc::default();
+    let start = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (p, endpoints, leased, start) = (p.clone(), endpoints.clone(), leased.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                for i in 0..ROUNDS {
+                    let e = &endpoints[(t + i) % endpoints.len()];
+                    let got = if i % 3 == 0 { p.wait(e, Some(Duration::from_secs(10))).ok() } else { p.try_get(e).ok() };
+                    let Some(lease) = got else { continue };
+                    assert!(leased.lock().insert(lease.id()), "an id was leased twice");
+                    // Per-endpoint counts are read under each endpoint's lock; the overall
+                    // count against the limit is the reservation counter.
+                    assert!(p.shared.open.load(SeqCst) <= 12);
+                    assert!(p.stats().endpoints.iter().all(|(_, c)| c.total() <= 5));
+                    assert!(leased.lock().remove(&lease.id()));
+                    match i % 7 {
+                        0 => Lease::discard(lease, CloseReason::NotReusable),
+                        1 => {
+                            let id = p.check_out_by_id(lease);
+                            assert!(p.return_by_id(id));
+                        }
+                        _ => drop(lease),
+                    }
+                    if i % 97 == 0 {
+                        p.cleanup();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let s = p.stats();
+    assert_eq!((s.active, s.waiting), (0, 0));
+    assert!(s.idle <= 12);
+    assert_consistent(&p);
+    assert_eq!(s.counters.created, s.idle as u64 + s.counters.closed_total());
+}
+
+#[test]
+fn cancelled_waits_never_lose_a_connection() {
+    // Port of deadpool's cancellation stress: tickets dropped at random moments, some after
+    // they were served.
+    let p = pool(3, 3);
+    let e = ep("http://h");
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let (p, e) = (p.clone(), e.clone());
+            thread::spawn(move || {
+                for i in 0..1_000 {
+                    match p.get_or_queue(&p.route(&e)) {
+                        Ok(lease) => drop(lease),
+                        Err(mut ticket) => {
+                            if (t + i) % 2 == 0 {
+                                drop(ticket);
+                            } else {
+                                drop(ticket.wait_until(Some(Instant::now() + Duration::from_micros(50))));
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let s = p.stats();
+    assert_eq!((s.active, s.waiting), (0, 0));
+    assert!(s.idle <= 3);
+    assert!(p.shared.waiters.lock().is_empty());
+    assert_consistent(&p);
+}

@@ -1,0 +1,165 @@
+//! Queued checkouts, served first come, first served, by blocking threads or by futures.
+
+use super::{Connection, Full, Host, Lease, Shared};
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+enum WaitState<C: Connection> {
+    Waiting(Option<Waker>),
+    Served(Lease<C>),
+    /// Handed over, or abandoned.
+    Done,
+}
+
+pub(crate) struct Waiter<C: Connection> {
+    host: Arc<Host<C>>,
+    state: Mutex<WaitState<C>>,
+    ready: Condvar,
+}
+
+impl<C: Connection> Waiter<C> {
+    /// Joins the queue, then gives the queue a turn in order, so a newcomer never overtakes an
+    /// earlier waiter, and a connection freed just before joining is not missed.
+    pub(crate) fn enqueue(pool: &Arc<Shared<C>>, host: Arc<Host<C>>) -> Result<Lease<C>, Ticket<C>> {
+        let waiter = Arc::new(Waiter { host, state: Mutex::new(WaitState::Waiting(None)), ready: Condvar::new() });
+        {
+            let mut queue = pool.waiters.lock();
+            pool.waiting.fetch_add(1, SeqCst);
+            queue.push_back(waiter.clone());
+            serve_locked(pool, &mut queue);
+        }
+        let mut ticket = Ticket { waiter, pool: Arc::downgrade(pool) };
+        match ticket.take_served() {
+            Some(lease) => Ok(lease),
+            None => {
+                pool.counters.waited();
+                Err(ticket)
+            }
+        }
+    }
+
+    pub(crate) fn serve(pool: &Arc<Shared<C>>) {
+        serve_locked(pool, &mut pool.waiters.lock());
+    }
+}
+
+/// Hands free connections to waiters in queue order. Endpoints found full are not asked twice.
+fn serve_locked<C: Connection>(pool: &Arc<Shared<C>>, queue: &mut VecDeque<Arc<Waiter<C>>>) {
+    let mut full_hosts: Vec<*const Host<C>> = Vec::new();
+    let mut i = 0;
+    while i < queue.len() {
+        let waiter = queue[i].clone();
+        if full_hosts.contains(&Arc::as_ptr(&waiter.host)) {
+            i += 1;
+            continue;
+        }
+        let mut state = waiter.state.lock();
+        if !matches!(*state, WaitState::Waiting(_)) {
+            queue.remove(i);
+            pool.waiting.fetch_sub(1, SeqCst);
+            continue;
+        }
+        match pool.try_get(&waiter.host) {
+            Ok(lease) => {
+                if let WaitState::Waiting(Some(waker)) = std::mem::replace(&mut *state, WaitState::Served(lease)) {
+                    waker.wake();
+                }
+                waiter.ready.notify_one();
+                queue.remove(i);
+                pool.waiting.fetch_sub(1, SeqCst);
+            }
+            Err(Full::Endpoint) => {
+                full_hosts.push(Arc::as_ptr(&waiter.host));
+                i += 1;
+            }
+            Err(Full::Pool) => i += 1,
+        }
+    }
+}
+
+/// A place in the queue for a connection. Wait on it with [`Ticket::wait_until`], or await it.
+/// Dropping it leaves the queue; a connection handed to it meanwhile goes back to the pool.
+pub struct Ticket<C: Connection> {
+    waiter: Arc<Waiter<C>>,
+    pool: Weak<Shared<C>>,
+}
+
+impl<C: Connection> Ticket<C> {
+    fn take_served(&mut self) -> Option<Lease<C>> {
+        let mut state = self.waiter.state.lock();
+        take_if_served(&mut state)
+    }
+
+    /// Blocks until served or `deadline` (`None`: no deadline). On `None` the ticket keeps its
+    /// place and may be waited on again.
+    pub fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Lease<C>> {
+        let mut state = self.waiter.state.lock();
+        loop {
+            if let Some(lease) = take_if_served(&mut state) {
+                return Some(lease);
+            }
+            match deadline {
+                Some(deadline) => {
+                    if self.waiter.ready.wait_until(&mut state, deadline).timed_out() {
+                        return take_if_served(&mut state);
+                    }
+                }
+                None => self.waiter.ready.wait(&mut state),
+            }
+        }
+    }
+}
+
+fn take_if_served<C: Connection>(state: &mut WaitState<C>) -> Option<Lease<C>> {
+    if !matches!(state, WaitState::Served(_)) {
+        return None;
+    }
+    match std::mem::replace(state, WaitState::Done) {
+        WaitState::Served(lease) => Some(lease),
+        _ => None,
+    }
+}
+
+impl<C: Connection> Future for Ticket<C> {
+    type Output = Lease<C>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Lease<C>> {
+        let mut state = self.waiter.state.lock();
+        if let Some(lease) = take_if_served(&mut state) {
+            return Poll::Ready(lease);
+        }
+        if let WaitState::Waiting(waker) = &mut *state {
+            match waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *waker = Some(cx.waker().clone()),
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl<C: Connection> Drop for Ticket<C> {
+    fn drop(&mut self) {
+        let previous = std::mem::replace(&mut *self.waiter.state.lock(), WaitState::Done);
+        match previous {
+            WaitState::Waiting(_) => {
+                if let Some(pool) = self.pool.upgrade() {
+                    let mut queue = pool.waiters.lock();
+                    if let Some(i) = queue.iter().position(|w| Arc::ptr_eq(w, &self.waiter)) {
+                        queue.remove(i);
+                        pool.waiting.fetch_sub(1, SeqCst);
+                    }
+                }
+            }
+            // Served after the holder stopped waiting: the connection goes back (or onward).
+            WaitState::Served(lease) => drop(lease),
+            WaitState::Done => {}
+        }
+    }
+}

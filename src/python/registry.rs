@@ -1,0 +1,80 @@
+//! Named pools: one pool per name per process, re-created empty in a forked child.
+
+use crate::pool::{Pool, Settings, SettingsError};
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// What a pooled slot holds for pools reached from Python.
+pub type Conn = ();
+
+pub const DEFAULT_POOL: &str = "default";
+
+/// Only touched while holding the GIL, so the thread that forks (holding the GIL) never finds
+/// it locked by another thread.
+static POOLS: Lazy<Mutex<HashMap<String, Pool<Conn>>>> = Lazy::new(Default::default);
+/// Bumped in a forked child: handles from before the fork then look their pool up again.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Settings of the default pool: defaults, then `FAST_LITELLM_*` environment variables.
+pub fn default_settings() -> Result<Settings, SettingsError> {
+    Settings::from_env(|k| std::env::var(k).ok())
+}
+
+/// A pool name and the pool it named when the handle was made.
+pub struct Handle {
+    pub name: String,
+    pool: Pool<Conn>,
+    generation: u64,
+}
+
+impl Handle {
+    /// The pool of that name, created with `make_settings()` if it does not exist yet.
+    /// Also says whether it was created.
+    pub fn open(
+        name: &str,
+        make_settings: impl FnOnce() -> Result<Settings, SettingsError>,
+    ) -> Result<(Handle, bool), SettingsError> {
+        let generation = FORK_GENERATION.load(Relaxed);
+        let mut pools = POOLS.lock();
+        let (pool, created) = match pools.get(name) {
+            Some(pool) => (pool.clone(), false),
+            None => {
+                let pool = Pool::new(make_settings()?)?;
+                pools.insert(name.to_owned(), pool.clone());
+                (pool, true)
+            }
+        };
+        Ok((Handle { name: name.to_owned(), pool, generation }, created))
+    }
+
+    pub fn open_default() -> Result<Handle, SettingsError> {
+        Handle::open(DEFAULT_POOL, default_settings).map(|(h, _)| h)
+    }
+
+    /// The pool; in a forked child, the child's own pool of the same name.
+    pub fn pool(&self) -> Cow<'_, Pool<Conn>> {
+        if self.generation == FORK_GENERATION.load(Relaxed) {
+            return Cow::Borrowed(&self.pool);
+        }
+        match Handle::open(&self.name, || Ok(self.pool.settings())) {
+            Ok((fresh, _)) => Cow::Owned(fresh.pool),
+            Err(_) => Cow::Borrowed(&self.pool),
+        }
+    }
+}
+
+/// In a child after `os.fork()`: every pool starts empty, with fresh locks and a new reaper.
+/// The parent's pools are leaked on purpose: another thread of the parent may have held one of
+/// their locks at the moment of the fork, so here they can be neither used nor safely dropped.
+pub fn reset_after_fork() {
+    let mut pools = POOLS.lock();
+    for pool in pools.values_mut() {
+        if let Ok(fresh) = Pool::new(pool.settings()) {
+            std::mem::forget(std::mem::replace(pool, fresh));
+        }
+    }
+    FORK_GENERATION.fetch_add(1, Relaxed);
+}
