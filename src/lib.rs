@@ -1,8 +1,10 @@
 //! fast_litellm: a real HTTP connection pool for LiteLLM, in Rust.
 //!
-//! `pool` is the pure-Rust pool core; `python` (feature `python`) holds the PyO3 bindings.
+//! `pool` is the pool core (pure Rust), `http` the HTTP engine built on it (tokio, hyper,
+//! rustls), `python` (feature `python`) the PyO3 bindings.
 #![forbid(unsafe_code)]
 
+pub mod http;
 pub mod pool;
 
 #[cfg(feature = "python")]

@@ -1,6 +1,8 @@
 """fast_litellm: a real, fast, observable HTTP connection pool for LiteLLM, written in Rust.
 
-The pool lives in the Rust extension ``fast_litellm._core``; this package re-exports it.
+The pool and the HTTP engine live in the Rust extension ``fast_litellm._core``; this package
+re-exports the pool API and adds httpx transports over it (``HTTPTransport``,
+``AsyncHTTPTransport``).
 """
 
 import os as _os
@@ -18,8 +20,11 @@ from fast_litellm._core import (
     return_connection,
 )
 from fast_litellm import _core
+from fast_litellm._transport import AsyncHTTPTransport, HTTPTransport, _forget_bridges
 
 __all__ = [
+    "AsyncHTTPTransport",
+    "HTTPTransport",
     "ConnectionContext",
     "PoolTimeout",
     "SimpleConnectionPool",
@@ -32,5 +37,12 @@ __all__ = [
     "return_connection",
 ]
 
-# A forked child must not share (or wait on locks of) the parent's pools.
-_os.register_at_fork(after_in_child=_core._reset_after_fork)
+
+
+def _after_fork_in_child() -> None:
+    # A forked child must not share (or wait on locks of) the parent's pools and runtime.
+    _core._reset_after_fork()
+    _forget_bridges()
+
+
+_os.register_at_fork(after_in_child=_after_fork_in_child)

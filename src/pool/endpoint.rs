@@ -133,6 +133,25 @@ impl Endpoint {
         Ok(Endpoint { scheme, host: host.into(), port, tls_profile: 0 })
     }
 
+    /// An origin from its parts, as an HTTP client has them (an IPv6 host without brackets).
+    pub fn from_parts(scheme: Scheme, host: &str, port: Option<u16>) -> Result<Endpoint, EndpointError> {
+        if host.chars().any(char::is_control) {
+            return Err(EndpointError::ControlCharacter);
+        }
+        let host = if host.contains(':') && !host.starts_with('[') {
+            let addr: Ipv6Addr = host.parse().map_err(|_| EndpointError::InvalidHost)?;
+            format!("[{addr}]")
+        } else {
+            split_host_port(host)?.0
+        };
+        let port = match port {
+            Some(0) => return Err(EndpointError::InvalidPort),
+            Some(p) => p,
+            None => scheme.default_port(),
+        };
+        Ok(Endpoint { scheme, host: host.into(), port, tls_profile: 0 })
+    }
+
     /// True if `input` is only `scheme://host[:port]` (with at most a trailing `/`): nothing in
     /// it would be dropped by [`Endpoint::parse`], so it holds no userinfo, path or query.
     pub fn is_bare_origin(input: &str) -> bool {
@@ -301,6 +320,16 @@ mod tests {
         }
         let long = format!("https://h/{}", "a".repeat(MAX_ENDPOINT_LEN));
         assert!(matches!(Endpoint::parse(&long), Err(TooLong(_))));
+    }
+
+    #[test]
+    fn from_parts() {
+        let e = Endpoint::from_parts(Scheme::Https, "API.openai.com", None).unwrap();
+        assert_eq!(e.to_string(), "https://api.openai.com:443");
+        let e = Endpoint::from_parts(Scheme::Http, "::1", Some(8080)).unwrap();
+        assert_eq!((e.to_string().as_str(), e.host_bare()), ("http://[::1]:8080", "::1"));
+        assert_eq!(Endpoint::from_parts(Scheme::Http, "", None), Err(EndpointError::EmptyHost));
+        assert_eq!(Endpoint::from_parts(Scheme::Http, "a:b", None), Err(EndpointError::InvalidHost));
     }
 
     #[test]

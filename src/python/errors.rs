@@ -1,7 +1,8 @@
 //! The one place where core errors become Python exceptions.
 
+use crate::http::HttpError;
 use crate::pool::{EndpointError, SettingsError};
-use pyo3::exceptions::{PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyException, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 pyo3::create_exception!(
@@ -10,6 +11,50 @@ pyo3::create_exception!(
     PyTimeoutError,
     "No pooled connection became free before the timeout."
 );
+pyo3::create_exception!(fast_litellm, TransportError, PyException, "An HTTP request failed (the transports raise httpx's classes instead).");
+pyo3::create_exception!(fast_litellm, ConnectError, TransportError, "Connecting failed.");
+pyo3::create_exception!(fast_litellm, ConnectTimeout, TransportError, "Connecting timed out.");
+pyo3::create_exception!(fast_litellm, ReadTimeout, TransportError, "Reading the response timed out.");
+pyo3::create_exception!(fast_litellm, WriteTimeout, TransportError, "Sending the request timed out.");
+pyo3::create_exception!(fast_litellm, ReadError, TransportError, "Reading the response failed.");
+pyo3::create_exception!(fast_litellm, WriteError, TransportError, "Sending the request failed.");
+pyo3::create_exception!(fast_litellm, RemoteProtocolError, TransportError, "The server broke the HTTP protocol.");
+pyo3::create_exception!(fast_litellm, LocalProtocolError, TransportError, "The request cannot be sent as it is.");
+pyo3::create_exception!(fast_litellm, UnsupportedProtocol, TransportError, "The URL's scheme is not http or https.");
+
+/// The engine's errors, each as the exception named after httpx's class.
+pub fn http_error(e: HttpError) -> PyErr {
+    let message = e.to_string();
+    match e {
+        HttpError::PoolTimeout => PoolTimeout::new_err(message),
+        HttpError::ConnectTimeout => ConnectTimeout::new_err(message),
+        HttpError::Connect(_) => ConnectError::new_err(message),
+        HttpError::ReadTimeout => ReadTimeout::new_err(message),
+        HttpError::WriteTimeout => WriteTimeout::new_err(message),
+        HttpError::Read(_) => ReadError::new_err(message),
+        HttpError::Write(_) => WriteError::new_err(message),
+        HttpError::RemoteProtocol(_) => RemoteProtocolError::new_err(message),
+        HttpError::LocalProtocol(_) => LocalProtocolError::new_err(message),
+        HttpError::Config(_) => PyValueError::new_err(message),
+    }
+}
+
+/// Registers the exception classes on the module.
+pub fn add_exceptions(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("PoolTimeout", py.get_type::<PoolTimeout>())?;
+    m.add("TransportError", py.get_type::<TransportError>())?;
+    m.add("ConnectError", py.get_type::<ConnectError>())?;
+    m.add("ConnectTimeout", py.get_type::<ConnectTimeout>())?;
+    m.add("ReadTimeout", py.get_type::<ReadTimeout>())?;
+    m.add("WriteTimeout", py.get_type::<WriteTimeout>())?;
+    m.add("ReadError", py.get_type::<ReadError>())?;
+    m.add("WriteError", py.get_type::<WriteError>())?;
+    m.add("RemoteProtocolError", py.get_type::<RemoteProtocolError>())?;
+    m.add("LocalProtocolError", py.get_type::<LocalProtocolError>())?;
+    m.add("UnsupportedProtocol", py.get_type::<UnsupportedProtocol>())?;
+    Ok(())
+}
 
 pub fn endpoint_error(e: EndpointError) -> PyErr {
     PyValueError::new_err(e.to_string())

@@ -1,10 +1,12 @@
 //! PyO3 bindings: argument conversion, error mapping and GIL handling. No pool logic here.
 
+mod bridge;
+mod engine;
 mod errors;
 mod registry;
 
 use crate::pool::{seconds, ConnId, Lease, Pool, PoolStats, Route, Settings};
-use errors::{endpoint_error, pool_timeout, settings_error, wrong_type, PoolTimeout};
+use errors::{endpoint_error, pool_timeout, settings_error, wrong_type};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -166,10 +168,34 @@ fn acquire_lease(py: Python<'_>, pool: &Pool<Conn>, route: &Route<Conn>, timeout
 /// come, first served; `connection()` is a context manager.
 #[pyclass(module = "fast_litellm._core", name = "SimpleConnectionPool", frozen)]
 pub struct PySimpleConnectionPool {
-    handle: Handle,
+    pub(crate) handle: Handle,
 }
 
 impl PySimpleConnectionPool {
+    /// The pool of that name, created with `settings` if new; an existing pool's settings must
+    /// not conflict with them.
+    pub(crate) fn open(name: &str, settings: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        if name.is_empty() || name.len() > MAX_POOL_NAME_LEN || name.chars().any(char::is_control) {
+            return Err(PyValueError::new_err(format!(
+                "pool_name must be 1 to {MAX_POOL_NAME_LEN} characters without control characters"
+            )));
+        }
+        let base = if name == registry::DEFAULT_POOL { registry::default_settings() } else { Ok(Settings::default()) };
+        let base = base.map_err(settings_error)?;
+        let wanted = apply_settings(base, settings)?;
+        let (handle, created) = Handle::open(name, || Ok(wanted.clone())).map_err(settings_error)?;
+        if !created && settings.is_some_and(|s| !s.is_empty()) {
+            let current = handle.pool().settings();
+            let requested = apply_settings(current.clone(), settings)?;
+            if requested != current {
+                return Err(PyValueError::new_err(format!(
+                    "pool '{name}' already exists with other settings; change them with configure(...)"
+                )));
+            }
+        }
+        Ok(PySimpleConnectionPool { handle })
+    }
+
     fn get<'py>(&self, py: Python<'py>, endpoint: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyString>>> {
         let pool = self.handle.pool();
         let endpoint = endpoint.cast::<PyString>().map_err(|_| wrong_type("endpoint", "a str", endpoint))?;
@@ -190,25 +216,7 @@ impl PySimpleConnectionPool {
             None => registry::DEFAULT_POOL.to_owned(),
             Some(n) => n.cast::<PyString>().map_err(|_| wrong_type("pool_name", "a str", n))?.to_str()?.to_owned(),
         };
-        if name.is_empty() || name.len() > MAX_POOL_NAME_LEN || name.chars().any(char::is_control) {
-            return Err(PyValueError::new_err(format!(
-                "pool_name must be 1 to {MAX_POOL_NAME_LEN} characters without control characters"
-            )));
-        }
-        let base = if name == registry::DEFAULT_POOL { registry::default_settings() } else { Ok(Settings::default()) };
-        let base = base.map_err(settings_error)?;
-        let wanted = apply_settings(base, settings)?;
-        let (handle, created) = Handle::open(&name, || Ok(wanted.clone())).map_err(settings_error)?;
-        if !created && settings.is_some_and(|s| !s.is_empty()) {
-            let current = handle.pool().settings();
-            let requested = apply_settings(current.clone(), settings)?;
-            if requested != current {
-                return Err(PyValueError::new_err(format!(
-                    "pool '{name}' already exists with other settings; change them with configure(...)"
-                )));
-            }
-        }
-        Ok(PySimpleConnectionPool { handle })
+        PySimpleConnectionPool::open(&name, settings)
     }
 
     /// The pool's name.
@@ -396,7 +404,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<PySimpleConnectionPool>()?;
     m.add_class::<ConnectionContext>()?;
-    m.add("PoolTimeout", m.py().get_type::<PoolTimeout>())?;
+    errors::add_exceptions(m)?;
+    m.add_class::<bridge::LoopBridge>()?;
+    m.add_class::<engine::HttpEngine>()?;
+    m.add_class::<engine::PyResponse>()?;
+    m.add_class::<engine::CancelHandle>()?;
     m.add_function(wrap_pyfunction!(get_connection, m)?)?;
     m.add_function(wrap_pyfunction!(return_connection, m)?)?;
     m.add_function(wrap_pyfunction!(remove_connection, m)?)?;

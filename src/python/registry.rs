@@ -7,8 +7,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// What a pooled slot holds for pools reached from Python.
-pub type Conn = ();
+/// What a pooled slot holds for pools reached from Python: a real connection, once opened.
+pub type Conn = crate::http::HttpConn;
 
 pub const DEFAULT_POOL: &str = "default";
 
@@ -24,6 +24,7 @@ pub fn default_settings() -> Result<Settings, SettingsError> {
 }
 
 /// A pool name and the pool it named when the handle was made.
+#[derive(Clone)]
 pub struct Handle {
     pub name: String,
     pool: Pool<Conn>,
@@ -77,4 +78,5 @@ pub fn reset_after_fork() {
         }
     }
     FORK_GENERATION.fetch_add(1, Relaxed);
+    crate::http::reset_after_fork();
 }

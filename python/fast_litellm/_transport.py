@@ -1,0 +1,291 @@
+"""httpx transports whose connections live in fast_litellm's Rust pool.
+
+``httpx.Request`` in, ``httpx.Response`` out: the request is handed to the Rust engine in one
+call (network I/O runs there, without the GIL), and the response body streams back chunk by
+chunk. Errors are httpx's exception classes, so retry logic in httpx, the openai SDK and
+LiteLLM works unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from typing import Any, Union
+
+import httpx
+
+from fast_litellm import _core
+
+__all__ = ["AsyncHTTPTransport", "HTTPTransport"]
+
+_HTTPX_ERRORS: dict[type, type[httpx.TransportError]] = {
+    _core.PoolTimeout: httpx.PoolTimeout,
+    _core.ConnectError: httpx.ConnectError,
+    _core.ConnectTimeout: httpx.ConnectTimeout,
+    _core.ReadTimeout: httpx.ReadTimeout,
+    _core.WriteTimeout: httpx.WriteTimeout,
+    _core.ReadError: httpx.ReadError,
+    _core.WriteError: httpx.WriteError,
+    _core.RemoteProtocolError: httpx.RemoteProtocolError,
+    _core.LocalProtocolError: httpx.LocalProtocolError,
+    _core.UnsupportedProtocol: httpx.UnsupportedProtocol,
+}
+_ENGINE_ERRORS = (_core.TransportError, _core.PoolTimeout)
+
+Pool = Union["_core.SimpleConnectionPool", str, None]
+Verify = Union[bool, str]
+Cert = Union[str, tuple[str, str], None]
+
+
+def _httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+    return _HTTPX_ERRORS.get(type(exc), httpx.TransportError)(str(exc), request=request)
+
+
+def _timeouts(request: httpx.Request) -> tuple:
+    t = request.extensions.get("timeout") or {}
+    return (t.get("connect"), t.get("read"), t.get("write"), t.get("pool"))
+
+
+def _extensions(response: Any) -> dict:
+    ext = {"http_version": response.http_version}
+    if response.reason_phrase is not None:
+        ext["reason_phrase"] = response.reason_phrase
+    return ext
+
+
+class _ProxyRouter:
+    """Sends a request that a proxy applies to through httpx's own transport for that proxy
+    (never silently around it), and counts it."""
+
+    def __init__(self, proxy: Any, trust_env: bool, make_transport: Any) -> None:
+        self.proxied = 0
+        self._routes: list = []
+        self._make = make_transport
+        if proxy is not None:
+            self._routes = [(httpx._utils.URLPattern("all://"), proxy)]
+        elif trust_env:
+            env = httpx._utils.get_environment_proxies()
+            self._routes = sorted((httpx._utils.URLPattern(k), v) for k, v in env.items())
+        self._transports: dict = {}
+        self._lock = threading.Lock()
+
+    def transport_for(self, url: httpx.URL) -> Any:
+        if not self._routes:
+            return None
+        for pattern, proxy in self._routes:
+            if pattern.matches(url):
+                if proxy is None:  # NO_PROXY
+                    return None
+                with self._lock:
+                    self.proxied += 1
+                    key = str(proxy)
+                    if key not in self._transports:
+                        self._transports[key] = self._make(proxy)
+                    return self._transports[key]
+        return None
+
+
+class HTTPTransport(httpx.BaseTransport):
+    """A sync httpx transport over fast_litellm's pool.
+
+    ``pool``: a ``SimpleConnectionPool``, a pool name, or ``None`` for the default pool.
+    ``verify``: ``True`` (bundled Mozilla roots), ``False``, or a CA bundle path.
+    ``cert``: a PEM file with certificate and key, or a ``(certificate, key)`` pair of paths.
+    ``proxy`` / ``trust_env``: as httpx; a request a proxy applies to goes through httpx's own
+    transport for that proxy. ``drain_bytes`` / ``drain_timeout``: how much of a body closed
+    early is read in the background so its connection can be reused.
+
+    ``close()`` leaves the pool alone: the pool is shared, and LiteLLM closes transports it
+    believes it owns.
+    """
+
+    def __init__(
+        self,
+        pool: Pool = None,
+        *,
+        verify: Verify = True,
+        cert: Cert = None,
+        trust_env: bool = True,
+        proxy: Any = None,
+        drain_bytes: int = 256 * 1024,
+        drain_timeout: float = 0.5,
+    ) -> None:
+        self._engine = _core.HttpEngine(pool, verify, cert, drain_bytes, drain_timeout)
+        self._proxies = _ProxyRouter(
+            proxy, trust_env, lambda p: httpx.HTTPTransport(proxy=p, verify=verify, cert=cert)
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        proxied = self._proxies.transport_for(request.url)
+        if proxied is not None:
+            return proxied.handle_request(request)
+        url = request.url
+        try:
+            response = self._engine.send(
+                request.method, url.scheme, url.raw_host.decode("ascii"), url.port, url.raw_path,
+                request.headers.raw, request.read(), _timeouts(request),
+            )
+        except _ENGINE_ERRORS as exc:
+            raise _httpx_error(exc, request) from None
+        return httpx.Response(
+            response.status, headers=response.headers, stream=_SyncBody(response, request),
+            extensions=_extensions(response),
+        )
+
+    def stats(self) -> dict:
+        """Requests sent, retried on a fresh connection, bodies drained or abandoned, proxied."""
+        return _stats(self._engine, self._proxies)
+
+    def close(self) -> None:
+        pass
+
+
+class AsyncHTTPTransport(httpx.AsyncBaseTransport):
+    """The async twin of :class:`HTTPTransport` (same arguments). Usable from any number of
+    event loops and threads at once: no state is bound to a loop."""
+
+    def __init__(
+        self,
+        pool: Pool = None,
+        *,
+        verify: Verify = True,
+        cert: Cert = None,
+        trust_env: bool = True,
+        proxy: Any = None,
+        drain_bytes: int = 256 * 1024,
+        drain_timeout: float = 0.5,
+    ) -> None:
+        self._engine = _core.HttpEngine(pool, verify, cert, drain_bytes, drain_timeout)
+        self._proxies = _ProxyRouter(
+            proxy, trust_env, lambda p: httpx.AsyncHTTPTransport(proxy=p, verify=verify, cert=cert)
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        proxied = self._proxies.transport_for(request.url)
+        if proxied is not None:
+            return await proxied.handle_async_request(request)
+        url = request.url
+        body = await request.aread()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        try:
+            handle = self._engine.send_async(
+                _bridge(loop), future, request.method, url.scheme, url.raw_host.decode("ascii"),
+                url.port, url.raw_path, request.headers.raw, body, _timeouts(request),
+            )
+        except _ENGINE_ERRORS as exc:
+            raise _httpx_error(exc, request) from None
+        try:
+            response = await future
+        except asyncio.CancelledError:
+            handle.cancel()
+            raise
+        except _ENGINE_ERRORS as exc:
+            raise _httpx_error(exc, request) from None
+        return httpx.Response(
+            response.status, headers=response.headers, stream=_AsyncBody(response, request),
+            extensions=_extensions(response),
+        )
+
+    def stats(self) -> dict:
+        """Requests sent, retried on a fresh connection, bodies drained or abandoned, proxied."""
+        return _stats(self._engine, self._proxies)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _stats(engine: Any, proxies: _ProxyRouter) -> dict:
+    requests, retried, drained, abandoned = engine.stats()
+    return {
+        "requests": requests,
+        "retried_on_fresh_connection": retried,
+        "bodies_drained": drained,
+        "bodies_not_drained": abandoned,
+        "proxied_requests": proxies.proxied,
+    }
+
+
+class _SyncBody(httpx.SyncByteStream):
+    def __init__(self, response: Any, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    def __iter__(self):
+        chunks, finished = self._response.take_prefetched()
+        yield from chunks
+        if finished:
+            return
+        read = self._response.read_chunk
+        while True:
+            try:
+                chunk = read()
+            except _ENGINE_ERRORS as exc:
+                raise _httpx_error(exc, self._request) from None
+            if chunk is None:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class _AsyncBody(httpx.AsyncByteStream):
+    def __init__(self, response: Any, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self):
+        chunks, finished = self._response.take_prefetched()
+        for chunk in chunks:
+            yield chunk
+        if finished:
+            return
+        loop = asyncio.get_running_loop()
+        bridge = _bridge(loop)
+        while True:
+            future = loop.create_future()
+            handle = self._response.read_chunk_async(bridge, future)
+            try:
+                chunk = await future
+            except asyncio.CancelledError:
+                handle.cancel()
+                raise
+            except _ENGINE_ERRORS as exc:
+                raise _httpx_error(exc, self._request) from None
+            if chunk is None:
+                return
+            yield chunk
+
+    async def aclose(self) -> None:
+        self._response.close()
+
+
+# One bridge per event loop: results from the Rust runtime reach the loop through it.
+_bridges: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+_bridges_lock = threading.Lock()
+_last_bridge: tuple = (None, None)  # (loop, bridge), replaced as one reference
+
+
+def _bridge(loop: asyncio.AbstractEventLoop) -> Any:
+    global _last_bridge
+    last_loop, bridge = _last_bridge
+    if last_loop is loop:
+        return bridge
+    with _bridges_lock:
+        bridge = _bridges.get(loop)
+        if bridge is None:
+            bridge = _core.LoopBridge()
+            loop.add_reader(bridge.fileno(), bridge.drain)
+            _bridges[loop] = bridge
+    _last_bridge = (loop, bridge)
+    return bridge
+
+
+def _forget_bridges() -> None:
+    """In a forked child: the parent's loops and their descriptors are not ours."""
+    global _last_bridge
+    _bridges.clear()
+    _last_bridge = (None, None)
+

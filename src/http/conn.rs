@@ -1,0 +1,239 @@
+//! One HTTP/1.1 connection: TCP, TLS where the scheme is https, hyper's client on top, and a
+//! record of the socket's progress that the read and write timeouts are measured against.
+
+use super::{now, HttpError, Timeouts};
+use crate::pool::{Connection, Endpoint, Scheme};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+pub type RequestBody = Full<Bytes>;
+
+/// A pooled HTTP/1.1 connection. Dropping it closes the socket at once.
+pub struct HttpConn {
+    pub sender: http1::SendRequest<RequestBody>,
+    pub activity: Arc<Activity>,
+    driver: AbortHandle,
+}
+
+impl Connection for HttpConn {
+    /// hyper's connection task keeps reading an idle socket, so a peer's close (or a broken
+    /// socket) ends the task and closes the sender.
+    fn is_open(&self) -> bool {
+        !self.sender.is_closed()
+    }
+}
+
+impl Drop for HttpConn {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// When the socket last made progress, and since when a write has been stuck.
+#[derive(Debug, Default)]
+pub struct Activity {
+    last_progress: AtomicU64,
+    write_blocked_since: AtomicU64,
+}
+
+const NOT_BLOCKED: u64 = 0;
+
+impl Activity {
+    pub fn touch(&self) {
+        self.last_progress.store(now(), Relaxed);
+    }
+
+    /// The moment a timeout fires if nothing moves, and which timeout it is.
+    pub fn deadline(&self, timeouts: &Timeouts) -> Option<(u64, HttpError)> {
+        let blocked = self.write_blocked_since.load(Relaxed);
+        if blocked != NOT_BLOCKED {
+            return timeouts.write.map(|t| (blocked + nanos(t), HttpError::WriteTimeout));
+        }
+        timeouts.read.map(|t| (self.last_progress.load(Relaxed) + nanos(t), HttpError::ReadTimeout))
+    }
+}
+
+pub fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX / 2)) as u64
+}
+
+/// The socket, with its progress recorded in [`Activity`].
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.note_write(&result);
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note_write(&result);
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S> Tracked<S> {
+    fn note_write<T>(&self, result: &Poll<io::Result<T>>) {
+        match result {
+            Poll::Pending => {
+                if self.activity.write_blocked_since.load(Relaxed) == NOT_BLOCKED {
+                    self.activity.write_blocked_since.store(now().max(1), Relaxed);
+                }
+            }
+            Poll::Ready(_) => {
+                self.activity.write_blocked_since.store(NOT_BLOCKED, Relaxed);
+                self.activity.touch();
+            }
+        }
+    }
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Stream::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Stream::Tls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, data))
+    }
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+}
+
+/// Opens a connection: DNS, TCP (each address in turn), TLS for https, the HTTP/1.1 handshake.
+/// The whole is bounded by the connect timeout.
+pub async fn connect(endpoint: &Endpoint, tls: Option<&Arc<ClientConfig>>, timeouts: &Timeouts) -> Result<HttpConn, HttpError> {
+    let work = open(endpoint, tls);
+    match timeouts.connect {
+        Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| HttpError::ConnectTimeout)?,
+        None => work.await,
+    }
+}
+
+async fn open(endpoint: &Endpoint, tls: Option<&Arc<ClientConfig>>) -> Result<HttpConn, HttpError> {
+    let host = endpoint.host_bare();
+    let addrs = tokio::net::lookup_host((host, endpoint.port()))
+        .await
+        .map_err(|e| HttpError::Connect(format!("name resolution failed: {e}")))?;
+    let mut last_error = None;
+    let mut tcp = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                tcp = Some(stream);
+                break;
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    let tcp = tcp.ok_or_else(|| match last_error {
+        Some(e) => HttpError::Connect(e.to_string()),
+        None => HttpError::Connect("name resolution gave no address".into()),
+    })?;
+    tcp.set_nodelay(true).map_err(|e| HttpError::Connect(e.to_string()))?;
+    let stream = match endpoint.scheme() {
+        Scheme::Http => Stream::Plain(tcp),
+        Scheme::Https => {
+            let config = tls.ok_or_else(|| HttpError::Config("https needs a TLS configuration".into()))?;
+            let tls_stream = TlsConnector::from(config.clone())
+                .connect(super::tls::server_name(host)?, tcp)
+                .await
+                .map_err(|e| HttpError::Connect(format!("TLS handshake failed: {e}")))?;
+            Stream::Tls(Box::new(tls_stream))
+        }
+    };
+    let activity = Arc::new(Activity::default());
+    activity.touch();
+    let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
+    let (sender, connection) = http1::Builder::new()
+        .handshake::<_, RequestBody>(io)
+        .await
+        .map_err(|e| HttpError::Connect(format!("HTTP handshake failed: {e}")))?;
+    let driver = tokio::spawn(async move {
+        // Errors surface to the request through the sender; nothing to do with them here.
+        let _ = connection.await;
+    })
+    .abort_handle();
+    Ok(HttpConn { sender, activity, driver })
+}

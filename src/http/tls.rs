@@ -1,0 +1,153 @@
+//! TLS settings, the rustls configurations built from them, and the ids that keep connections
+//! made with different settings apart in the pool.
+
+use super::HttpError;
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How the server's certificate is checked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Verify {
+    /// Against the bundled Mozilla roots (what certifi gives httpx).
+    Default,
+    /// Against the CA certificates of a PEM file.
+    CaFile(PathBuf),
+    /// Not at all (`verify=False`): only when the user asks.
+    Off,
+}
+
+/// Everything that makes two TLS connections to one origin different.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TlsSettings {
+    pub verify: Verify,
+    /// A client certificate chain and its private key, both PEM files.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings { verify: Verify::Default, client_cert: None }
+    }
+}
+
+/// Settings seen so far, numbered: 0 is the default, others get 1, 2, ... in order of first use.
+static PROFILES: Lazy<Mutex<HashMap<TlsSettings, u32>>> =
+    Lazy::new(|| Mutex::new(HashMap::from([(TlsSettings::default(), 0)])));
+
+impl TlsSettings {
+    /// The number that goes into a pool key for connections made with these settings.
+    pub fn profile_id(&self) -> u32 {
+        let mut profiles = PROFILES.lock();
+        let next = profiles.len() as u32;
+        *profiles.entry(self.clone()).or_insert(next)
+    }
+
+    /// The rustls configuration for these settings. File problems are errors that name the
+    /// setting and the file, not its contents.
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, HttpError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| HttpError::Config(format!("TLS setup failed: {e}")))?;
+        let builder = match &self.verify {
+            Verify::Off => builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification)),
+            Verify::Default => builder.with_root_certificates(RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            }),
+            Verify::CaFile(path) => {
+                let mut roots = RootCertStore::empty();
+                let certs = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| file_error("verify", path, e))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| file_error("verify", path, e))?;
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(HttpError::Config(format!(
+                        "verify: no CA certificate found in {}",
+                        path.display()
+                    )));
+                }
+                builder.with_root_certificates(roots)
+            }
+        };
+        let mut config = match &self.client_cert {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| file_error("cert", cert, e))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| file_error("cert", cert, e))?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error("cert key", key, e))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| HttpError::Config(format!("cert: the client certificate is not usable: {e}")))?
+            }
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+fn file_error(setting: &str, path: &std::path::Path, e: impl std::fmt::Display) -> HttpError {
+    HttpError::Config(format!("{setting}: cannot read PEM file {}: {e}", path.display()))
+}
+
+pub fn server_name(host: &str) -> Result<ServerName<'static>, HttpError> {
+    ServerName::try_from(host.to_owned()).map_err(|_| HttpError::Config("the host is not a valid TLS server name".into()))
+}
+
+/// `verify=False`: accepts any certificate, still checks handshake signatures.
+#[derive(Debug)]
+struct NoVerification;
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,90 @@
+//! Hands results from the runtime's threads to an asyncio event loop without the GIL: results
+//! queue up here, and an eventfd the loop watches (`loop.add_reader`) wakes it. The loop then
+//! sets them on their futures, many per wake-up under load.
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use rustix::event::{eventfd, EventfdFlags};
+use rustix::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+
+/// A result waiting for its loop: made into Python objects there, with the GIL.
+pub type Deliver = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+
+struct Completion {
+    future: Py<PyAny>,
+    deliver: Deliver,
+}
+
+struct Shared {
+    wake: OwnedFd,
+    queue: Mutex<Vec<Completion>>,
+}
+
+/// One per event loop (made and registered by `fast_litellm._transport`).
+#[pyclass(module = "fast_litellm._core", frozen)]
+pub struct LoopBridge {
+    shared: Arc<Shared>,
+}
+
+/// The sending side of a bridge, for the runtime's threads.
+#[derive(Clone)]
+pub struct Sender {
+    shared: Arc<Shared>,
+}
+
+impl Sender {
+    /// Queues a result for `future`; the first result of a batch wakes the loop.
+    pub fn complete(&self, future: Py<PyAny>, deliver: Deliver) {
+        let was_empty = {
+            let mut queue = self.shared.queue.lock();
+            queue.push(Completion { future, deliver });
+            queue.len() == 1
+        };
+        if was_empty {
+            // A full counter (never, at 2^64 - 1) would only mean the loop is already woken.
+            let _ = rustix::io::write(&self.shared.wake, &1u64.to_ne_bytes());
+        }
+    }
+}
+
+impl LoopBridge {
+    pub fn sender(&self) -> Sender {
+        Sender { shared: self.shared.clone() }
+    }
+}
+
+#[pymethods]
+impl LoopBridge {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("eventfd failed: {e}")))?;
+        Ok(LoopBridge { shared: Arc::new(Shared { wake, queue: Mutex::new(Vec::new()) }) })
+    }
+
+    /// The file descriptor the loop watches.
+    fn fileno(&self) -> i32 {
+        self.shared.wake.as_raw_fd()
+    }
+
+    /// Called by the loop when the descriptor is readable: sets every queued result. A future
+    /// cancelled meanwhile gets nothing; its result is dropped, which returns or closes its
+    /// connection.
+    fn drain(&self, py: Python<'_>) -> PyResult<()> {
+        let mut counter = [0u8; 8];
+        let _ = rustix::io::read(&self.shared.wake, &mut counter);
+        let batch = std::mem::take(&mut *self.shared.queue.lock());
+        for Completion { future, deliver } in batch {
+            let future = future.bind(py);
+            if future.call_method0(pyo3::intern!(py, "cancelled"))?.is_truthy()? {
+                continue;
+            }
+            match deliver(py) {
+                Ok(value) => future.call_method1(pyo3::intern!(py, "set_result"), (value,))?,
+                Err(err) => future.call_method1(pyo3::intern!(py, "set_exception"), (err.value(py),))?,
+            };
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,383 @@
+//! The HTTP engine for Python: requests in (already encoded by httpx), response heads and body
+//! chunks out, sync (GIL released) or async (through a [`LoopBridge`]).
+
+use super::bridge::{LoopBridge, Sender};
+use super::errors::http_error;
+use super::registry::Handle;
+use crate::http::tls::{TlsSettings, Verify};
+use crate::http::{self, Body, Client, DrainPolicy, HttpError, RequestParts, Response, Timeouts};
+use crate::pool::{Endpoint, Scheme};
+use bytes::Bytes;
+use http::HttpConn;
+use ::http::header::{HeaderName, HeaderValue};
+use ::http::{Method, Version};
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::AbortHandle;
+
+/// How long a blocked sync call runs without the GIL before it checks for signals.
+const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// A body up to this size (by Content-Length) is read with its head: one hand-over to Python.
+const READ_WITH_HEAD: u64 = 256 * 1024;
+
+/// Runs a future on the calling thread without the GIL; Ctrl-C (any pending signal) stops it.
+fn block_on_interruptibly<F>(py: Python<'_>, future: F) -> PyResult<F::Output>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    let mut future = Box::pin(future);
+    loop {
+        let slice = py.detach(|| http::block_on(async { tokio::time::timeout(SIGNAL_CHECK_INTERVAL, &mut future).await }));
+        match slice {
+            Ok(out) => return Ok(out),
+            Err(_) => py.check_signals()?,
+        }
+    }
+}
+
+fn seconds(value: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
+    match value {
+        None => Ok(None),
+        Some(s) if s.is_nan() || s < 0.0 => Err(PyValueError::new_err(format!("{what} timeout must be a non-negative number of seconds or None"))),
+        Some(s) => Ok(Some(Duration::from_secs_f64(s.min(1e9)))),
+    }
+}
+
+/// A shared engine handle: the pool, and the client with its TLS settings.
+#[pyclass(module = "fast_litellm._core", frozen)]
+pub struct HttpEngine {
+    pool: Handle,
+    client: Arc<Client>,
+}
+
+struct Prepared {
+    client: Arc<Client>,
+    pool: crate::pool::Pool<HttpConn>,
+    request: RequestParts,
+}
+
+impl HttpEngine {
+    #[allow(clippy::too_many_arguments)]
+    fn prepare(
+        &self,
+        method: &str,
+        scheme: &str,
+        host: &str,
+        port: Option<u16>,
+        target: &[u8],
+        headers: &Bound<'_, PyList>,
+        body: &[u8],
+        timeouts: (Option<f64>, Option<f64>, Option<f64>, Option<f64>),
+    ) -> PyResult<Prepared> {
+        let scheme = match scheme {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            other => {
+                return Err(super::errors::UnsupportedProtocol::new_err(format!(
+                    "request URL has an unsupported protocol '{other}://'"
+                )))
+            }
+        };
+        let origin = Endpoint::from_parts(scheme, host, port).map_err(super::errors::endpoint_error)?;
+        let method = Method::from_bytes(method.as_bytes()).map_err(|_| super::errors::LocalProtocolError::new_err("invalid HTTP method"))?;
+        let mut parsed = Vec::with_capacity(headers.len());
+        for item in headers.iter() {
+            let pair = item.cast::<PyTuple>().map_err(|_| PyTypeError::new_err("headers must be (bytes, bytes) pairs"))?;
+            let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
+            let (name, value): (&[u8], &[u8]) = (name.extract()?, value.extract()?);
+            let name = HeaderName::from_bytes(name).map_err(|_| super::errors::LocalProtocolError::new_err("invalid header name"))?;
+            // The value is never echoed: it may be an API key.
+            let value = HeaderValue::from_bytes(value)
+                .map_err(|_| super::errors::LocalProtocolError::new_err(format!("invalid value for header '{name}' (control characters?)")))?;
+            parsed.push((name, value));
+        }
+        Ok(Prepared {
+            client: self.client.clone(),
+            pool: self.pool.pool().into_owned(),
+            request: RequestParts {
+                method,
+                endpoint: self.client.endpoint(origin),
+                target: Bytes::copy_from_slice(target),
+                headers: parsed,
+                body: Bytes::copy_from_slice(body),
+                timeouts: Timeouts {
+                    connect: seconds(timeouts.0, "connect")?,
+                    read: seconds(timeouts.1, "read")?,
+                    write: seconds(timeouts.2, "write")?,
+                    pool: seconds(timeouts.3, "pool")?,
+                },
+            },
+        })
+    }
+}
+
+/// Sends, then reads a small body (by Content-Length) or whatever already arrived with the head.
+async fn send_and_prefetch(prepared: Prepared) -> Result<PyResponse, HttpError> {
+    let Prepared { client, pool, request } = prepared;
+    let mut response = client.send(&pool, request).await?;
+    let length = response
+        .headers
+        .iter()
+        .find(|(k, _)| k == ::http::header::CONTENT_LENGTH)
+        .and_then(|(_, v)| v.to_str().ok()?.parse::<u64>().ok());
+    let mut prefetched = Vec::new();
+    if length.is_some_and(|n| n <= READ_WITH_HEAD) {
+        while let Some(chunk) = response.body.next_chunk().await? {
+            prefetched.push(chunk);
+        }
+    } else {
+        prefetched = response.body.ready_chunks(READ_WITH_HEAD as usize)?.0;
+    }
+    Ok(PyResponse::new(response, prefetched))
+}
+
+#[pymethods]
+impl HttpEngine {
+    /// `pool`: a SimpleConnectionPool, a pool name, or None for the default pool.
+    /// `verify`: True, False, or a CA bundle path. `cert`: a PEM path holding certificate and
+    /// key, or a (certificate, key) pair of paths.
+    #[new]
+    #[pyo3(signature = (pool=None, verify=None, cert=None, drain_bytes=256 * 1024, drain_timeout=0.5))]
+    fn new(
+        pool: Option<&Bound<'_, PyAny>>,
+        verify: Option<&Bound<'_, PyAny>>,
+        cert: Option<&Bound<'_, PyAny>>,
+        drain_bytes: u64,
+        drain_timeout: f64,
+    ) -> PyResult<Self> {
+        let pool = match pool {
+            None => Handle::open_default().map_err(super::errors::settings_error)?,
+            Some(p) => {
+                if let Ok(handle) = p.cast::<super::PySimpleConnectionPool>() {
+                    handle.get().handle.clone()
+                } else if let Ok(name) = p.extract::<String>() {
+                    super::PySimpleConnectionPool::open(&name, None)?.handle
+                } else {
+                    return Err(super::errors::wrong_type("pool", "a SimpleConnectionPool, a pool name or None", p));
+                }
+            }
+        };
+        let verify = match verify {
+            None => Verify::Default,
+            Some(v) if v.is_instance_of::<pyo3::types::PyBool>() => {
+                if v.extract::<bool>()? { Verify::Default } else { Verify::Off }
+            }
+            Some(v) => match v.extract::<PathBuf>() {
+                Ok(path) => Verify::CaFile(path),
+                Err(_) => return Err(super::errors::wrong_type("verify", "True, False or a CA bundle path", v)),
+            },
+        };
+        let client_cert = match cert {
+            None => None,
+            Some(c) => match c.extract::<PathBuf>() {
+                Ok(path) => Some((path.clone(), path)),
+                Err(_) => match c.extract::<(PathBuf, PathBuf)>() {
+                    Ok(pair) => Some(pair),
+                    Err(_) => return Err(super::errors::wrong_type("cert", "a PEM path or a (certificate, key) pair of paths", c)),
+                },
+            },
+        };
+        let max_time = seconds(Some(drain_timeout), "drain")?.unwrap_or_default();
+        let client = Client::new(TlsSettings { verify, client_cert }, DrainPolicy { max_bytes: drain_bytes, max_time })
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(HttpEngine { pool, client: Arc::new(client) })
+    }
+
+    /// Sends a request and returns its response head (and any body already read), blocking
+    /// without the GIL.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (method, scheme, host, port, target, headers, body, timeouts))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        scheme: &str,
+        host: &str,
+        port: Option<u16>,
+        target: &[u8],
+        headers: &Bound<'_, PyList>,
+        body: &[u8],
+        timeouts: (Option<f64>, Option<f64>, Option<f64>, Option<f64>),
+    ) -> PyResult<PyResponse> {
+        let prepared = self.prepare(method, scheme, host, port, target, headers, body, timeouts)?;
+        block_on_interruptibly(py, send_and_prefetch(prepared))?.map_err(http_error)
+    }
+
+    /// Sends a request on the runtime; its response (or error) is set on `future` through
+    /// `bridge`. Returns a handle whose `cancel()` stops the request.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (bridge, future, method, scheme, host, port, target, headers, body, timeouts))]
+    fn send_async(
+        &self,
+        bridge: &LoopBridge,
+        future: Py<PyAny>,
+        method: &str,
+        scheme: &str,
+        host: &str,
+        port: Option<u16>,
+        target: &[u8],
+        headers: &Bound<'_, PyList>,
+        body: &[u8],
+        timeouts: (Option<f64>, Option<f64>, Option<f64>, Option<f64>),
+    ) -> PyResult<CancelHandle> {
+        let prepared = self.prepare(method, scheme, host, port, target, headers, body, timeouts)?;
+        let sender = bridge.sender();
+        Ok(spawn_to_loop(sender, future, async move {
+            match send_and_prefetch(prepared).await {
+                Ok(response) => Ok(Box::new(move |py: Python<'_>| Ok(Py::new(py, response)?.into_any())) as super::bridge::Deliver),
+                Err(e) => Err(e),
+            }
+        }))
+    }
+
+    /// Counters of this engine: requests, retried, drained, drain_abandoned.
+    fn stats(&self) -> (u64, u64, u64, u64) {
+        let s = &self.client.stats;
+        (s.requests.load(Relaxed), s.retried.load(Relaxed), s.drained.load(Relaxed), s.drain_abandoned.load(Relaxed))
+    }
+}
+
+fn spawn_to_loop<F>(sender: Sender, future: Py<PyAny>, work: F) -> CancelHandle
+where
+    F: Future<Output = Result<super::bridge::Deliver, HttpError>> + Send + 'static,
+{
+    let task = http::spawn(async move {
+        let deliver = match work.await {
+            Ok(deliver) => deliver,
+            Err(e) => Box::new(move |_py: Python<'_>| Err(http_error(e))),
+        };
+        sender.complete(future, deliver);
+    });
+    CancelHandle { task: task.abort_handle() }
+}
+
+/// Stops an async request or body read: the connection is closed (its state is unknown).
+#[pyclass(module = "fast_litellm._core", frozen)]
+pub struct CancelHandle {
+    task: AbortHandle,
+}
+
+#[pymethods]
+impl CancelHandle {
+    fn cancel(&self) {
+        self.task.abort();
+    }
+}
+
+/// A response head and its body. Reading the body to its end gives the connection back;
+/// `close()` before the end drains the rest in the background.
+#[pyclass(module = "fast_litellm._core", frozen)]
+pub struct PyResponse {
+    #[pyo3(get)]
+    status: u16,
+    reason: Option<String>,
+    version: Version,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    prefetched: Mutex<Vec<Bytes>>,
+    body: Arc<Mutex<Option<Body>>>,
+}
+
+impl PyResponse {
+    fn new(response: Response, prefetched: Vec<Bytes>) -> PyResponse {
+        PyResponse {
+            status: response.status,
+            reason: response.reason,
+            version: response.version,
+            headers: response.headers,
+            prefetched: Mutex::new(prefetched),
+            body: Arc::new(Mutex::new(Some(response.body))),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.body.lock().as_ref().is_none_or(Body::is_finished)
+    }
+}
+
+async fn next_chunk(body: Arc<Mutex<Option<Body>>>) -> Result<Option<Bytes>, HttpError> {
+    // Taken out while read: a read cancelled half-way drops the body, which closes the
+    // connection.
+    let Some(mut taken) = body.lock().take() else { return Ok(None) };
+    let chunk = taken.next_chunk().await;
+    *body.lock() = Some(taken);
+    chunk
+}
+
+#[pymethods]
+impl PyResponse {
+    /// `b"HTTP/1.1"` or `b"HTTP/1.0"`.
+    #[getter]
+    fn http_version<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let v: &[u8] = match self.version {
+            Version::HTTP_10 => b"HTTP/1.0",
+            Version::HTTP_09 => b"HTTP/0.9",
+            _ => b"HTTP/1.1",
+        };
+        PyBytes::new(py, v)
+    }
+
+    #[getter]
+    fn reason_phrase<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.reason.as_ref().map(|r| PyBytes::new(py, r.as_bytes()))
+    }
+
+    /// The headers as (name, value) byte pairs, in order.
+    #[getter]
+    fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for (k, v) in &self.headers {
+            list.append((PyBytes::new(py, k.as_str().as_bytes()), PyBytes::new(py, v.as_bytes())))?;
+        }
+        Ok(list)
+    }
+
+    /// The chunks read with the head, handed over once, and whether the body already ended.
+    fn take_prefetched<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, bool)> {
+        let chunks = std::mem::take(&mut *self.prefetched.lock());
+        let list = PyList::empty(py);
+        for c in chunks {
+            list.append(PyBytes::new(py, &c))?;
+        }
+        Ok((list, self.is_finished()))
+    }
+
+    /// The next body chunk (blocking without the GIL), or None at the end.
+    fn read_chunk<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let chunk = block_on_interruptibly(py, next_chunk(self.body.clone()))?.map_err(http_error)?;
+        Ok(chunk.map(|c| PyBytes::new(py, &c)))
+    }
+
+    /// The next body chunk (bytes, or None at the end) is set on `future` through `bridge`.
+    fn read_chunk_async(&self, bridge: &LoopBridge, future: Py<PyAny>) -> CancelHandle {
+        let body = self.body.clone();
+        spawn_to_loop(bridge.sender(), future, async move {
+            let chunk = next_chunk(body).await?;
+            Ok(Box::new(move |py: Python<'_>| Ok(chunk.map(|c| PyBytes::new(py, &c).into_any().unbind()).into_pyobject(py)?.unbind()))
+                as super::bridge::Deliver)
+        })
+    }
+
+    /// Stops reading: the rest of the body is drained in the background (bounded), then the
+    /// connection is reused; past the bounds it is closed. Safe to call twice.
+    fn close(&self) {
+        if let Some(body) = self.body.lock().take() {
+            body.close();
+        }
+    }
+}
+
+impl Drop for PyResponse {
+    fn drop(&mut self) {
+        if let Some(body) = self.body.lock().take() {
+            body.close();
+        }
+    }
+}
