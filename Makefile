@@ -14,7 +14,7 @@ help: ## show this help
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "maturin>=1.7,<2" "httpx>=0.27,<0.29" pytest pytest-timeout pytest-benchmark trustme
+	$(PY) -m pip install -q "maturin>=1.7,<2" "httpx>=0.27,<0.29" pytest pytest-timeout pytest-asyncio pytest-benchmark trustme
 	touch $@
 
 .PHONY: venv

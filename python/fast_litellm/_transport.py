@@ -85,6 +85,12 @@ class _ProxyRouter:
                     return self._transports[key]
         return None
 
+    def take_transports(self) -> list:
+        """The proxy transports made so far, forgotten here (made again when needed)."""
+        with self._lock:
+            transports, self._transports = list(self._transports.values()), {}
+        return transports
+
 
 class HTTPTransport(httpx.BaseTransport):
     """A sync httpx transport over fast_litellm's pool.
@@ -96,8 +102,8 @@ class HTTPTransport(httpx.BaseTransport):
     transport for that proxy. ``drain_bytes`` / ``drain_timeout``: how much of a body closed
     early is read in the background so its connection can be reused.
 
-    ``close()`` leaves the pool alone: the pool is shared, and LiteLLM closes transports it
-    believes it owns.
+    ``close()`` leaves the pool alone (it is shared, and LiteLLM closes transports it believes it
+    owns); it closes only the proxy transports, which are made again if needed.
     """
 
     def __init__(
@@ -138,7 +144,8 @@ class HTTPTransport(httpx.BaseTransport):
         return _stats(self._engine, self._proxies)
 
     def close(self) -> None:
-        pass
+        for transport in self._proxies.take_transports():
+            transport.close()
 
 
 class AsyncHTTPTransport(httpx.AsyncBaseTransport):
@@ -193,7 +200,8 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
         return _stats(self._engine, self._proxies)
 
     async def aclose(self) -> None:
-        pass
+        for transport in self._proxies.take_transports():
+            await transport.aclose()
 
 
 def _stats(engine: Any, proxies: _ProxyRouter) -> dict:

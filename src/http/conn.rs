@@ -57,6 +57,10 @@ impl Activity {
         self.last_progress.store(now(), Relaxed);
     }
 
+    pub fn write_blocked(&self) -> bool {
+        self.write_blocked_since.load(Relaxed) != NOT_BLOCKED
+    }
+
     /// The moment a timeout fires if nothing moves, and which timeout it is.
     pub fn deadline(&self, timeouts: &Timeouts) -> Option<(u64, HttpError)> {
         let blocked = self.write_blocked_since.load(Relaxed);

@@ -8,7 +8,7 @@ pub mod tls;
 pub use conn::HttpConn;
 pub use runtime::{block_on, reset_after_fork, spawn};
 
-use crate::pool::{CloseReason, Clock, Endpoint, Lease, Pool, SystemClock};
+use crate::pool::{CloseReason, Clock, Endpoint, Lease, Pool, Route, SystemClock};
 use bytes::Bytes;
 use conn::Activity;
 use http::header::{HeaderName, HeaderValue, CONNECTION};
@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use rustls::ClientConfig;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +88,14 @@ impl Default for DrainPolicy {
     }
 }
 
+/// Bodies being drained in the background, so that a request can wait for their connection
+/// rather than open another.
+#[derive(Debug, Default)]
+struct Drains {
+    in_progress: AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
 /// Counters of one client (one transport).
 #[derive(Debug, Default)]
 pub struct ClientStats {
@@ -102,6 +110,7 @@ pub struct Client {
     tls: Option<Arc<ClientConfig>>,
     tls_profile: u32,
     drain: DrainPolicy,
+    drains: Arc<Drains>,
     pub stats: Arc<ClientStats>,
 }
 
@@ -132,6 +141,7 @@ impl Client {
             tls_profile: tls.profile_id(),
             tls: Some(tls.client_config()?),
             drain,
+            drains: Arc::default(),
             stats: Arc::default(),
         })
     }
@@ -151,7 +161,7 @@ impl Client {
         let route = pool.route(&request.endpoint);
         let mut retried = false;
         loop {
-            let lease = checkout(pool, &route, request.timeouts.pool).await?;
+            let lease = self.checkout(pool, &route, request.timeouts.pool).await?;
             let mut in_flight = InFlight(Some(lease));
             let reused = in_flight.lease().conn().is_some();
             if !reused {
@@ -179,6 +189,7 @@ impl Client {
                             read_timeout: request.timeouts.read,
                             keep_alive,
                             drain: self.drain,
+                            drains: self.drains.clone(),
                             stats: self.stats.clone(),
                         },
                     });
@@ -197,20 +208,35 @@ impl Client {
     }
 }
 
-/// Waits for a connection, up to the pool timeout.
-async fn checkout(pool: &Pool<HttpConn>, route: &crate::pool::Route<HttpConn>, limit: Option<Duration>) -> Result<Lease<HttpConn>, HttpError> {
-    match pool.get_or_queue(route) {
-        Ok(lease) => Ok(lease),
-        Err(ticket) => match limit {
-            None => Ok(ticket.await),
-            Some(limit) => match tokio::time::timeout(limit, ticket).await {
-                Ok(lease) => Ok(lease),
-                Err(_) => {
-                    pool.record_wait_timeout();
-                    Err(HttpError::PoolTimeout)
-                }
+impl Client {
+    /// Waits for a connection, up to the pool timeout. While one of this client's bodies is
+    /// being drained and no connection is idle, waits (within the drain bound) for that one
+    /// first: sequential streaming calls then share one connection instead of opening more.
+    async fn checkout(&self, pool: &Pool<HttpConn>, route: &Route<HttpConn>, limit: Option<Duration>) -> Result<Lease<HttpConn>, HttpError> {
+        if self.drains.in_progress.load(Relaxed) > 0 {
+            let drained = self.drains.done.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if let Some(lease) = pool.try_get_idle(route) {
+                return Ok(lease);
+            }
+            if self.drains.in_progress.load(Relaxed) > 0 {
+                let _ = tokio::time::timeout(self.drain.max_time, drained).await;
+            }
+        }
+        match pool.get_or_queue(route) {
+            Ok(lease) => Ok(lease),
+            Err(ticket) => match limit {
+                None => Ok(ticket.await),
+                Some(limit) => match tokio::time::timeout(limit, ticket).await {
+                    Ok(lease) => Ok(lease),
+                    Err(_) => {
+                        pool.record_wait_timeout();
+                        Err(HttpError::PoolTimeout)
+                    }
+                },
             },
-        },
+        }
     }
 }
 
@@ -317,18 +343,22 @@ async fn watch<F: Future>(activity: &Activity, timeouts: &Timeouts, work: F) -> 
     }
     tokio::pin!(work);
     loop {
+        let now = now();
         let Some((deadline, error)) = activity.deadline(timeouts) else {
             return Ok(work.await);
         };
-        let wait = Duration::from_nanos(deadline.saturating_sub(now()));
+        if deadline <= now {
+            return Err(error);
+        }
+        // A write may get stuck while we sleep: look again within one write timeout.
+        let wake = match timeouts.write {
+            Some(write) if !activity.write_blocked() => deadline.min(now + conn::nanos(write)),
+            _ => deadline,
+        };
         tokio::select! {
             biased;
             out = &mut work => return Ok(out),
-            _ = tokio::time::sleep(wait) => {
-                if activity.deadline(timeouts).is_some_and(|(d, _)| d <= now()) {
-                    return Err(error);
-                }
-            }
+            _ = tokio::time::sleep(Duration::from_nanos(wake - now)) => {}
         }
     }
 }
@@ -356,6 +386,7 @@ pub struct Body {
     read_timeout: Option<Duration>,
     keep_alive: bool,
     drain: DrainPolicy,
+    drains: Arc<Drains>,
     stats: Arc<ClientStats>,
 }
 
@@ -453,6 +484,21 @@ impl Body {
             self.fail();
             return;
         }
+        // Usually the rest is already here (an event stream's last chunk): then the connection
+        // is back in the pool before the caller's next request.
+        match self.ready_chunks(self.drain.max_bytes as usize) {
+            Ok((_, true)) => {
+                self.stats.drained.fetch_add(1, Relaxed);
+                return;
+            }
+            Ok((chunks, false)) if chunks.iter().map(Bytes::len).sum::<usize>() < self.drain.max_bytes as usize => {}
+            _ => {
+                self.stats.drain_abandoned.fetch_add(1, Relaxed);
+                self.fail();
+                return;
+            }
+        }
+        self.drains.in_progress.fetch_add(1, Relaxed);
         runtime::spawn(async move {
             let drain = self.drain;
             let mut drained = 0u64;
@@ -477,6 +523,8 @@ impl Body {
                 self.stats.drain_abandoned.fetch_add(1, Relaxed);
                 self.fail();
             }
+            self.drains.in_progress.fetch_sub(1, Relaxed);
+            self.drains.done.notify_waiters();
         });
     }
 }

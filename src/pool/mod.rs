@@ -286,10 +286,18 @@ impl<C: Connection> Pool<C> {
         }
     }
 
+    /// An idle connection of the endpoint, if one is ready; never opens a new one.
+    pub fn try_get_idle(&self, route: &Route<C>) -> Option<Lease<C>> {
+        match self.shared.take(&route.0, Take::IdleOnly) {
+            Ok(Taken::Leased(host, slot, reused)) => Some(Lease { slot: Some(slot), host, pool: self.shared.clone(), reused }),
+            _ => None,
+        }
+    }
+
     /// Like [`Pool::try_get`], for callers that hold ids instead of leases: the connection is
     /// parked under its id until [`Pool::return_by_id`] or [`Pool::remove_by_id`].
     pub fn try_get_id(&self, route: &Route<C>) -> Result<ConnId, Full> {
-        match self.shared.take(&route.0, true)? {
+        match self.shared.take(&route.0, Take::Park)? {
             Taken::Parked(id) => Ok(id),
             Taken::Leased(..) => unreachable!("take parks when asked to"),
         }
@@ -408,7 +416,19 @@ enum Taken<C> {
 enum Attempt<C> {
     Got(Taken<C>, Option<ConnId>),
     Full(Full),
+    NoIdle,
     Retired,
+}
+
+/// What a checkout wants.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// A lease: an idle connection, else a new slot.
+    Lease,
+    /// The same, parked in the endpoint under its id.
+    Park,
+    /// An idle connection only.
+    IdleOnly,
 }
 
 impl<C: Connection> Shared<C> {
@@ -451,19 +471,19 @@ impl<C: Connection> Shared<C> {
     }
 
     fn try_get(self: &Arc<Self>, host: &Arc<Host<C>>) -> Result<Lease<C>, Full> {
-        match self.take(host, false)? {
+        match self.take(host, Take::Lease)? {
             Taken::Leased(host, slot, reused) => Ok(Lease { slot: Some(slot), host, pool: self.clone(), reused }),
             Taken::Parked(_) => unreachable!("take parks only when asked to"),
         }
     }
 
     /// A slot of this endpoint, counted as active: an idle one, or a new one within the limits.
-    fn take(&self, host: &Arc<Host<C>>, park: bool) -> Result<Taken<C>, Full> {
+    fn take(&self, host: &Arc<Host<C>>, how: Take) -> Result<Taken<C>, Full> {
         let mut fresh_host: Option<Arc<Host<C>>> = None;
         let mut evicted_once = false;
         loop {
             let host = fresh_host.as_ref().unwrap_or(host);
-            let (attempt, discarded) = self.take_once(host, park);
+            let (attempt, discarded) = self.take_once(host, how);
             for (slot, reason) in discarded {
                 self.close(slot, reason);
             }
@@ -481,6 +501,7 @@ impl<C: Connection> Shared<C> {
                     evicted_once = true;
                 }
                 Attempt::Full(full) => return Err(full),
+                Attempt::NoIdle => return Err(Full::Endpoint),
             }
         }
     }
@@ -488,7 +509,7 @@ impl<C: Connection> Shared<C> {
     /// One try under the endpoint's lock. Also returns the idle slots found dead on the way,
     /// to be closed once the lock is released.
     #[allow(clippy::type_complexity)]
-    fn take_once(&self, host: &Arc<Host<C>>, park: bool) -> (Attempt<C>, Vec<(Slot<C>, CloseReason)>) {
+    fn take_once(&self, host: &Arc<Host<C>>, how: Take) -> (Attempt<C>, Vec<(Slot<C>, CloseReason)>) {
         let now = self.clock.now();
         let mut discarded = Vec::new();
         let mut st = host.state.lock();
@@ -514,6 +535,7 @@ impl<C: Connection> Shared<C> {
                 st.reused += 1;
                 (slot, true)
             }
+            None if how == Take::IdleOnly => return (Attempt::NoIdle, discarded),
             None if st.active + st.idle.len() >= self.settings.max_connections_per_endpoint() => {
                 return (Attempt::Full(Full::Endpoint), discarded);
             }
@@ -525,7 +547,7 @@ impl<C: Connection> Shared<C> {
         };
         st.active += 1;
         let new_id = (!reused).then_some(slot.id);
-        let taken = if park {
+        let taken = if how == Take::Park {
             let id = slot.id;
             st.parked.insert(id, slot);
             Taken::Parked(id)

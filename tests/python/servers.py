@@ -1,0 +1,236 @@
+"""HTTP/1.1 servers on 127.0.0.1 for the tests, written on raw sockets so that every byte and
+every close is under the test's control, and every connection and request is counted."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import threading
+import time
+from urllib.parse import parse_qs, urlsplit
+
+
+class Server:
+    """A keep-alive HTTP/1.1 server. Routes (query parameters in brackets):
+
+    /json                 a small JSON body with Content-Length
+    /echo                 the request's method, path, headers and body, as JSON
+    /chunked[n]           n chunks of b"chunk-<i>\\n", chunked encoding
+    /sse[n]               an OpenAI-style event stream: n events, then data: [DONE]
+    /big[size]            size bytes with Content-Length
+    /close                a response with Connection: close, then the socket closes
+    /sleep[t]             answers after t seconds
+    /slow-head[t]         sends the head after t seconds
+    /slow-body[t]         sends the head and half the body, then waits t seconds
+    /status[code]         an empty response with that status
+
+    `close_idle_after`: seconds after which an idle keep-alive connection is closed.
+    `close_every`: close the connection silently after that many responses (no header).
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None = None, close_idle_after: float | None = None,
+                 close_every: int | None = None):
+        self.tls = tls
+        self.close_idle_after = close_idle_after
+        self.close_every = close_every
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.open_connections = 0
+        self.max_open_connections = 0
+        self.requests = 0
+        self.errors: list[str] = []
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(1024)
+        self.port = self._sock.getsockname()[1]
+        self._stopping = False
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._stopping = True
+        self._sock.close()
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _accept_loop(self) -> None:
+        while not self._stopping:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with self.lock:
+            self.connections += 1
+            self.open_connections += 1
+            self.max_open_connections = max(self.max_open_connections, self.open_connections)
+        try:
+            if self.tls:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            self._serve_requests(conn)
+        except (OSError, ssl.SSLError, ValueError):
+            pass
+        finally:
+            with self.lock:
+                self.open_connections -= 1
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def _serve_requests(self, conn: socket.socket) -> None:
+        buffer = b""
+        served = 0
+        while True:
+            conn.settimeout(self.close_idle_after)
+            while b"\r\n\r\n" not in buffer:
+                try:
+                    data = conn.recv(65536)
+                except (socket.timeout, TimeoutError):
+                    return  # idle too long: close
+                if not data:
+                    return
+                buffer += data
+            conn.settimeout(None)
+            head, buffer = buffer.split(b"\r\n\r\n", 1)
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, _ = lines[0].split(" ", 2)
+            headers = {}
+            for line in lines[1:]:
+                k, v = line.split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+            length = int(headers.get("content-length", "0"))
+            while len(buffer) < length:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffer += data
+            body, buffer = buffer[:length], buffer[length:]
+            with self.lock:
+                self.requests += 1
+            keep_open = self._respond(conn, method, target, headers, body)
+            served += 1
+            if not keep_open or (self.close_every and served % self.close_every == 0):
+                return
+
+    def _respond(self, conn, method, target, headers, body) -> bool:
+        parts = urlsplit(target)
+        q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        path = parts.path
+
+        def send(status, payload=b"", extra=(), reason="OK"):
+            head = [f"HTTP/1.1 {status} {reason}", f"Content-Length: {len(payload)}", *extra]
+            conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+
+        def send_chunked(chunks, content_type="text/plain"):
+            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+            for c in chunks:
+                conn.sendall(f"{len(c):x}\r\n".encode() + c + b"\r\n")
+            conn.sendall(b"0\r\n\r\n")
+
+        if path == "/json":
+            send(200, b'{"object": "chat.completion", "ok": true}', ["Content-Type: application/json"])
+        elif path == "/echo":
+            payload = json.dumps({"method": method, "target": target, "headers": headers,
+                                  "body": body.decode("latin-1")}).encode()
+            send(200, payload, ["Content-Type: application/json"])
+        elif path == "/chunked":
+            send_chunked([f"chunk-{i}\n".encode() for i in range(int(q.get("n", 5)))])
+        elif path == "/sse":
+            events = [f'data: {{"i": {i}}}\n\n'.encode() for i in range(int(q.get("n", 5)))]
+            send_chunked(events + [b"data: [DONE]\n\n"], "text/event-stream")
+        elif path == "/big":
+            send(200, b"x" * int(q.get("size", 1_000_000)))
+        elif path == "/close":
+            send(200, b"bye", ["Connection: close"])
+            return False
+        elif path == "/sleep":
+            time.sleep(float(q.get("t", 0.1)))
+            send(200, b"slept")
+        elif path == "/slow-head":
+            time.sleep(float(q.get("t", 1)))
+            send(200, b"late")
+        elif path == "/slow-body":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+            time.sleep(float(q.get("t", 1)))
+            conn.sendall(b"world")
+        elif path == "/status":
+            code = int(q.get("code", 200))
+            send(code, b"", reason="Status")
+        else:
+            send(404, b"not found", reason="Not Found")
+        return True
+
+
+class Blackhole:
+    """A listener that accepts connections and never reads from them (writes stall)."""
+
+    def __init__(self):
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.port = self._sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self._stopping = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self._stopping:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            self.held.append(conn)
+
+    def close(self):
+        self._stopping = True
+        self._sock.close()
+        for c in self.held:
+            c.close()
+
+
+class FullBacklog:
+    """A listener that never accepts, with its accept queue filled: new connects hang."""
+
+    def __init__(self):
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(0)
+        self.port = self._sock.getsockname()[1]
+        self._fillers = []
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                s.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                pass
+            self._fillers.append(s)
+        time.sleep(0.05)
+
+    def close(self):
+        for s in self._fillers:
+            s.close()
+        self._sock.close()
+
+
+def refused_port() -> int:
+    """A port with nothing listening on it."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
