@@ -41,8 +41,19 @@ demo: build ## run the demonstration (no API key, no network)
 	.venv-published/bin/python -m pip install -q "fast-litellm==0.1.10" && touch $@ \
 		|| echo "note: the published fast-litellm wheel could not be installed; its rows are left out"
 
+# nginx serves the transport benchmarks; installed from Debian when missing and possible.
+.PHONY: nginx
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || \
+		( (apt-get update -qq && apt-get install -y -qq nginx-light) >/dev/null 2>&1 \
+		|| echo "note: nginx could not be installed; the transport benchmarks are skipped" )
+
+$(VENV)/.bench-deps: $(VENV)/.deps
+	$(PY) -m pip install -q "litellm==1.110.2" aiohttp
+	touch $@
+
 .PHONY: bench
-bench: build .venv-published/.deps ## run the benchmarks and write docs/benchmarks.md
+bench: build nginx $(VENV)/.bench-deps .venv-published/.deps ## run the benchmarks and write docs/benchmarks.md
 	$(PY) -m pytest -q benches -p no:cacheprovider -o timeout=3000 --benchmark-sort=name \
 		--benchmark-columns=median,iqr,rounds
 

@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "docs" / "benchmarks.md"
 RESULTS = []  # (section, implementation, case, median µs, iqr µs)
+TRANSPORTS = []  # (mode, case, transport, {rps, p50_ms, p99_ms, cpu_ms_per_request, requests})
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -33,6 +34,28 @@ def record_rows():
     def add(section, implementation, case, median, iqr):
         RESULTS.append((section, implementation, case, median, iqr))
     return add
+
+
+@pytest.fixture
+def record_transport():
+    def add(mode, case, transport, figures):
+        TRANSPORTS.append((mode, case, transport, figures))
+    return add
+
+
+def transport_section():
+    lines = ["## HTTP transports through httpx (local nginx, keep-alive, POST with a ~250-byte JSON answer)",
+             "", "Each case: every transport in processes of its own, alternating; figures are the medians "
+             "of those processes. CPU is the whole client process (Python and Rust threads) per request; "
+             "nginx runs in its own process. Ratios compare with fast_litellm in the same case.", "",
+             "| mode | case | transport | requests/s | p50 ms | p99 ms | CPU ms/request | fast_litellm's requests/s is |",
+             "|---|---|---|---|---|---|---|---|"]
+    ours = {(m, c): f["rps"] for m, c, t, f in TRANSPORTS if t == "fast_litellm"}
+    for mode, case, transport, f in TRANSPORTS:
+        ratio = ours[mode, case] / f["rps"]
+        lines.append(f"| {mode} | {case} | {transport} | {f['rps']:.0f} | {f['p50_ms']:.2f} | "
+                     f"{f['p99_ms']:.2f} | {f['cpu_ms_per_request']:.3f} | {ratio:.2f}x |")
+    return lines + [""]
 
 
 def machine():
@@ -56,7 +79,7 @@ def machine():
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if not RESULTS or exitstatus != 0:
+    if not (RESULTS or TRANSPORTS) or exitstatus != 0:
         return
     rows = RESULTS
     lines = ["# Benchmarks", "", f"Machine: {machine()}.", "",
@@ -72,6 +95,8 @@ def pytest_sessionfinish(session, exitstatus):
             ratio = median / baseline[case] if case in baseline else float("nan")
             lines.append(f"| {implementation} | {case} | {median:.3f} | {iqr:.3f} | {ratio:.2f}x |")
         lines.append("")
+    if TRANSPORTS:
+        lines += transport_section()
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text("\n".join(lines))
     print(f"\nwrote {REPORT.relative_to(ROOT)}")

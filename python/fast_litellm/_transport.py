@@ -134,9 +134,10 @@ class HTTPTransport(httpx.BaseTransport):
             )
         except _ENGINE_ERRORS as exc:
             raise _httpx_error(exc, request) from None
+        chunks, finished = response.take_prefetched()
+        stream = httpx.ByteStream(b"".join(chunks)) if finished else _SyncBody(response, request, chunks)
         return httpx.Response(
-            response.status, headers=response.headers, stream=_SyncBody(response, request),
-            extensions=_extensions(response),
+            response.status, headers=response.headers, stream=stream, extensions=_extensions(response)
         )
 
     def stats(self) -> dict:
@@ -173,7 +174,10 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
         if proxied is not None:
             return await proxied.handle_async_request(request)
         url = request.url
-        body = await request.aread()
+        try:
+            body = request.content
+        except httpx.RequestNotRead:  # a streaming request body
+            body = await request.aread()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         try:
@@ -190,9 +194,10 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
             raise
         except _ENGINE_ERRORS as exc:
             raise _httpx_error(exc, request) from None
+        chunks, finished = response.take_prefetched()
+        stream = httpx.ByteStream(b"".join(chunks)) if finished else _AsyncBody(response, request, chunks)
         return httpx.Response(
-            response.status, headers=response.headers, stream=_AsyncBody(response, request),
-            extensions=_extensions(response),
+            response.status, headers=response.headers, stream=stream, extensions=_extensions(response)
         )
 
     def stats(self) -> dict:
@@ -216,15 +221,16 @@ def _stats(engine: Any, proxies: _ProxyRouter) -> dict:
 
 
 class _SyncBody(httpx.SyncByteStream):
-    def __init__(self, response: Any, request: httpx.Request) -> None:
+    """A body still arriving: the chunks read with the head, then chunk by chunk."""
+
+    def __init__(self, response: Any, request: httpx.Request, prefetched: list) -> None:
         self._response = response
         self._request = request
+        self._prefetched = prefetched
 
     def __iter__(self):
-        chunks, finished = self._response.take_prefetched()
-        yield from chunks
-        if finished:
-            return
+        yield from self._prefetched
+        self._prefetched = []
         read = self._response.read_chunk
         while True:
             try:
@@ -240,16 +246,17 @@ class _SyncBody(httpx.SyncByteStream):
 
 
 class _AsyncBody(httpx.AsyncByteStream):
-    def __init__(self, response: Any, request: httpx.Request) -> None:
+    """A body still arriving: the chunks read with the head, then chunk by chunk."""
+
+    def __init__(self, response: Any, request: httpx.Request, prefetched: list) -> None:
         self._response = response
         self._request = request
+        self._prefetched = prefetched
 
     async def __aiter__(self):
-        chunks, finished = self._response.take_prefetched()
-        for chunk in chunks:
+        for chunk in self._prefetched:
             yield chunk
-        if finished:
-            return
+        self._prefetched = []
         loop = asyncio.get_running_loop()
         bridge = _bridge(loop)
         while True:
