@@ -3,6 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The LiteLLM release the integration is tested against (see docs/litellm.md).
+LITELLM_VERSION := 1.110.2
+# LiteLLM fetches a model price map from the internet at import unless told otherwise.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
 .DEFAULT_GOAL := help
@@ -14,7 +17,8 @@ help: ## show this help
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "maturin>=1.7,<2" "httpx>=0.27,<0.29" pytest pytest-timeout pytest-asyncio pytest-benchmark trustme
+	$(PY) -m pip install -q "maturin>=1.7,<2" "httpx>=0.27,<0.29" pytest pytest-timeout pytest-asyncio \
+		pytest-benchmark trustme "litellm==$(LITELLM_VERSION)"
 	touch $@
 
 .PHONY: venv
@@ -48,12 +52,8 @@ nginx:
 		( (apt-get update -qq && apt-get install -y -qq nginx-light) >/dev/null 2>&1 \
 		|| echo "note: nginx could not be installed; the transport benchmarks are skipped" )
 
-$(VENV)/.bench-deps: $(VENV)/.deps
-	$(PY) -m pip install -q "litellm==1.110.2" aiohttp
-	touch $@
-
 .PHONY: bench
-bench: build nginx $(VENV)/.bench-deps .venv-published/.deps ## run the benchmarks and write docs/benchmarks.md
+bench: build nginx .venv-published/.deps ## run the benchmarks and write docs/benchmarks.md
 	$(PY) -m pytest -q benches -p no:cacheprovider -o timeout=3000 --benchmark-sort=name \
 		--benchmark-columns=median,iqr,rounds
 

@@ -1,8 +1,9 @@
 """fast_litellm: a real, fast, observable HTTP connection pool for LiteLLM, written in Rust.
 
 The pool and the HTTP engine live in the Rust extension ``fast_litellm._core``; this package
-re-exports the pool API and adds httpx transports over it (``HTTPTransport``,
-``AsyncHTTPTransport``).
+re-exports the pool API, adds httpx transports over it (``HTTPTransport``,
+``AsyncHTTPTransport``), and on import routes LiteLLM's HTTP traffic through them
+(``status()``, ``uninstall()``; ``FAST_LITELLM_DISABLE=1`` opts out).
 """
 
 import os as _os
@@ -21,6 +22,7 @@ from fast_litellm._core import (
 )
 from fast_litellm import _core
 from fast_litellm._transport import AsyncHTTPTransport, HTTPTransport, _forget_bridges
+from fast_litellm._litellm import install, status, uninstall
 
 __all__ = [
     "AsyncHTTPTransport",
@@ -33,8 +35,11 @@ __all__ = [
     "get_connection",
     "get_connection_pool_stats",
     "health_check_connection",
+    "install",
     "remove_connection",
     "return_connection",
+    "status",
+    "uninstall",
 ]
 
 
@@ -46,3 +51,7 @@ def _after_fork_in_child() -> None:
 
 
 _os.register_at_fork(after_in_child=_after_fork_in_child)
+
+# The promise of the package: imported before (or after) litellm, LiteLLM's HTTP traffic goes
+# through the Rust pool. FAST_LITELLM_DISABLE=1 opts out; uninstall() undoes it.
+install()

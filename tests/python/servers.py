@@ -234,3 +234,73 @@ def refused_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def _sse(events):
+    return [f"data: {json.dumps(e)}\n\n".encode() for e in events]
+
+
+class LLMServer(Server):
+    """An OpenAI-compatible (/v1/chat/completions) and Anthropic-compatible (/v1/messages)
+    server: JSON answers, or chunked server-sent events when the request asks to stream. The
+    reply echoes the last user message, so each response can be checked."""
+
+    def _respond(self, conn, method, target, headers, body):
+        path = urlsplit(target).path
+        if method != "POST" or path not in ("/v1/chat/completions", "/v1/messages"):
+            return super()._respond(conn, method, target, headers, body)
+        request = json.loads(body)
+        prompt = request["messages"][-1]["content"]
+        if isinstance(prompt, list):
+            prompt = "".join(part.get("text", "") for part in prompt)
+        reply = f"echo: {prompt}"
+        words = reply.split(" ")
+        if path == "/v1/chat/completions":
+            if request.get("stream"):
+                chunks = [{"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": request["model"],
+                           "choices": [{"index": 0, "delta": {"role": "assistant", "content": w + (" " if i < len(words) - 1 else "")},
+                                        "finish_reason": None}]} for i, w in enumerate(words)]
+                chunks.append({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": request["model"],
+                               "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                self._send_stream(conn, _sse(chunks) + [b"data: [DONE]\n\n"])
+            else:
+                self._send_json(conn, {
+                    "id": "c1", "object": "chat.completion", "created": 1, "model": request["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": len(words), "total_tokens": 3 + len(words)},
+                })
+        else:
+            message = {"id": "msg_1", "type": "message", "role": "assistant", "model": request["model"],
+                       "content": [], "stop_reason": None, "stop_sequence": None,
+                       "usage": {"input_tokens": 3, "output_tokens": 0}}
+            if request.get("stream"):
+                events = [("message_start", {"type": "message_start", "message": message}),
+                          ("content_block_start", {"type": "content_block_start", "index": 0,
+                                                   "content_block": {"type": "text", "text": ""}})]
+                events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                    "delta": {"type": "text_delta", "text": w + (" " if i < len(words) - 1 else "")}})
+                           for i, w in enumerate(words)]
+                events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                           ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                              "usage": {"output_tokens": len(words)}}),
+                           ("message_stop", {"type": "message_stop"})]
+                self._send_stream(conn, [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events])
+            else:
+                message.update(content=[{"type": "text", "text": reply}], stop_reason="end_turn",
+                               usage={"input_tokens": 3, "output_tokens": len(words)})
+                self._send_json(conn, message)
+        return True
+
+    @staticmethod
+    def _send_json(conn, payload):
+        data = json.dumps(payload).encode()
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+
+    @staticmethod
+    def _send_stream(conn, chunks):
+        out = [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"]
+        out += [f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in chunks]
+        out.append(b"0\r\n\r\n")
+        for part in out:
+            conn.sendall(part)
