@@ -1,0 +1,248 @@
+"""The bundled local servers: HTTP/1.1 on 127.0.0.1, written on raw sockets so that every byte
+and every close is under control, and every connection and request is counted. `make demo`
+runs LiteLLM against LLMServer; the tests use both classes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import threading
+import time
+from urllib.parse import parse_qs, urlsplit
+
+
+class Server:
+    """A keep-alive HTTP/1.1 server. Routes (query parameters in brackets):
+
+    /json                 a small JSON body with Content-Length
+    /echo                 the request's method, path, headers and body, as JSON
+    /chunked[n]           n chunks of b"chunk-<i>\\n", chunked encoding
+    /sse[n]               an OpenAI-style event stream: n events, then data: [DONE]
+    /big[size]            size bytes with Content-Length
+    /close                a response with Connection: close, then the socket closes
+    /sleep[t]             answers after t seconds
+    /slow-head[t]         sends the head after t seconds
+    /slow-body[t]         sends the head and half the body, then waits t seconds
+    /status[code]         an empty response with that status
+
+    `close_idle_after`: seconds after which an idle keep-alive connection is closed.
+    `close_every`: close the connection silently after that many responses (no header).
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None = None, close_idle_after: float | None = None,
+                 close_every: int | None = None):
+        self.tls = tls
+        self.close_idle_after = close_idle_after
+        self.close_every = close_every
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.open_connections = 0
+        self.max_open_connections = 0
+        self.requests = 0
+        self.errors: list[str] = []
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(1024)
+        self.port = self._sock.getsockname()[1]
+        self._stopping = False
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._stopping = True
+        self._sock.close()
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _accept_loop(self) -> None:
+        while not self._stopping:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            # Like production servers: without it, small writes wait for delayed ACKs (40 ms)
+            # on reused connections, a stall no real LLM API has.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with self.lock:
+            self.connections += 1
+            self.open_connections += 1
+            self.max_open_connections = max(self.max_open_connections, self.open_connections)
+        try:
+            if self.tls:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            self._serve_requests(conn)
+        except (OSError, ssl.SSLError, ValueError):
+            pass
+        finally:
+            with self.lock:
+                self.open_connections -= 1
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def _serve_requests(self, conn: socket.socket) -> None:
+        buffer = b""
+        served = 0
+        while True:
+            conn.settimeout(self.close_idle_after)
+            while b"\r\n\r\n" not in buffer:
+                try:
+                    data = conn.recv(65536)
+                except (socket.timeout, TimeoutError):
+                    return  # idle too long: close
+                if not data:
+                    return
+                buffer += data
+            conn.settimeout(None)
+            head, buffer = buffer.split(b"\r\n\r\n", 1)
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, _ = lines[0].split(" ", 2)
+            headers = {}
+            for line in lines[1:]:
+                k, v = line.split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+            length = int(headers.get("content-length", "0"))
+            while len(buffer) < length:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffer += data
+            body, buffer = buffer[:length], buffer[length:]
+            with self.lock:
+                self.requests += 1
+            keep_open = self._respond(conn, method, target, headers, body)
+            served += 1
+            if not keep_open or (self.close_every and served % self.close_every == 0):
+                return
+
+    def _respond(self, conn, method, target, headers, body) -> bool:
+        parts = urlsplit(target)
+        q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        path = parts.path
+
+        def send(status, payload=b"", extra=(), reason="OK"):
+            head = [f"HTTP/1.1 {status} {reason}", f"Content-Length: {len(payload)}", *extra]
+            conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+
+        def send_chunked(chunks, content_type="text/plain"):
+            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+            for c in chunks:
+                conn.sendall(f"{len(c):x}\r\n".encode() + c + b"\r\n")
+            conn.sendall(b"0\r\n\r\n")
+
+        if path == "/json":
+            send(200, b'{"object": "chat.completion", "ok": true}', ["Content-Type: application/json"])
+        elif path == "/echo":
+            payload = json.dumps({"method": method, "target": target, "headers": headers,
+                                  "body": body.decode("latin-1")}).encode()
+            send(200, payload, ["Content-Type: application/json"])
+        elif path == "/chunked":
+            send_chunked([f"chunk-{i}\n".encode() for i in range(int(q.get("n", 5)))])
+        elif path == "/sse":
+            events = [f'data: {{"i": {i}}}\n\n'.encode() for i in range(int(q.get("n", 5)))]
+            send_chunked(events + [b"data: [DONE]\n\n"], "text/event-stream")
+        elif path == "/big":
+            send(200, b"x" * int(q.get("size", 1_000_000)))
+        elif path == "/close":
+            send(200, b"bye", ["Connection: close"])
+            return False
+        elif path == "/sleep":
+            time.sleep(float(q.get("t", 0.1)))
+            send(200, b"slept")
+        elif path == "/slow-head":
+            time.sleep(float(q.get("t", 1)))
+            send(200, b"late")
+        elif path == "/slow-body":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+            time.sleep(float(q.get("t", 1)))
+            conn.sendall(b"world")
+        elif path == "/status":
+            code = int(q.get("code", 200))
+            send(code, b"", reason="Status")
+        else:
+            send(404, b"not found", reason="Not Found")
+        return True
+
+
+def _sse(events):
+    return [f"data: {json.dumps(e)}\n\n".encode() for e in events]
+
+
+class LLMServer(Server):
+    """An OpenAI-compatible (/v1/chat/completions) and Anthropic-compatible (/v1/messages)
+    server: JSON answers, or chunked server-sent events when the request asks to stream. The
+    reply echoes the last user message, so each response can be checked."""
+
+    def _respond(self, conn, method, target, headers, body):
+        path = urlsplit(target).path
+        if method != "POST" or path not in ("/v1/chat/completions", "/v1/messages"):
+            return super()._respond(conn, method, target, headers, body)
+        request = json.loads(body)
+        prompt = request["messages"][-1]["content"]
+        if isinstance(prompt, list):
+            prompt = "".join(part.get("text", "") for part in prompt)
+        reply = f"echo: {prompt}"
+        words = reply.split(" ")
+        if path == "/v1/chat/completions":
+            if request.get("stream"):
+                chunks = [{"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": request["model"],
+                           "choices": [{"index": 0, "delta": {"role": "assistant", "content": w + (" " if i < len(words) - 1 else "")},
+                                        "finish_reason": None}]} for i, w in enumerate(words)]
+                chunks.append({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": request["model"],
+                               "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                self._send_stream(conn, _sse(chunks) + [b"data: [DONE]\n\n"])
+            else:
+                self._send_json(conn, {
+                    "id": "c1", "object": "chat.completion", "created": 1, "model": request["model"],
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": len(words), "total_tokens": 3 + len(words)},
+                })
+        else:
+            message = {"id": "msg_1", "type": "message", "role": "assistant", "model": request["model"],
+                       "content": [], "stop_reason": None, "stop_sequence": None,
+                       "usage": {"input_tokens": 3, "output_tokens": 0}}
+            if request.get("stream"):
+                events = [("message_start", {"type": "message_start", "message": message}),
+                          ("content_block_start", {"type": "content_block_start", "index": 0,
+                                                   "content_block": {"type": "text", "text": ""}})]
+                events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                    "delta": {"type": "text_delta", "text": w + (" " if i < len(words) - 1 else "")}})
+                           for i, w in enumerate(words)]
+                events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                           ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                              "usage": {"output_tokens": len(words)}}),
+                           ("message_stop", {"type": "message_stop"})]
+                self._send_stream(conn, [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events])
+            else:
+                message.update(content=[{"type": "text", "text": reply}], stop_reason="end_turn",
+                               usage={"input_tokens": 3, "output_tokens": len(words)})
+                self._send_json(conn, message)
+        return True
+
+    @staticmethod
+    def _send_json(conn, payload):
+        data = json.dumps(payload).encode()
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+
+    @staticmethod
+    def _send_stream(conn, chunks):
+        out = [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"]
+        out += [f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in chunks]
+        out.append(b"0\r\n\r\n")
+        for part in out:
+            conn.sendall(part)
