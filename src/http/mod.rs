@@ -82,12 +82,6 @@ pub struct DrainPolicy {
     pub max_time: Duration,
 }
 
-impl Default for DrainPolicy {
-    fn default() -> Self {
-        DrainPolicy { max_bytes: 256 * 1024, max_time: Duration::from_millis(500) }
-    }
-}
-
 /// Bodies being drained in the background, so that a request can wait for their connection
 /// rather than open another.
 #[derive(Debug, Default)]
