@@ -245,18 +245,27 @@ impl HttpEngine {
     }
 }
 
+/// Runs `work` on the runtime and sets its outcome on `future`. A panic in `work` becomes an
+/// exception on the future (never a future that waits forever); a cancelled task sets nothing
+/// (its Python future is cancelled already).
 fn spawn_to_loop<F>(sender: Sender, future: Py<PyAny>, work: F) -> CancelHandle
 where
     F: Future<Output = Result<super::bridge::Deliver, HttpError>> + Send + 'static,
 {
-    let task = http::spawn(async move {
-        let deliver = match work.await {
-            Ok(deliver) => deliver,
-            Err(e) => Box::new(move |_py: Python<'_>| Err(http_error(e))),
+    let task = http::spawn(work);
+    let cancel = CancelHandle { task: task.abort_handle() };
+    http::spawn(async move {
+        let deliver: super::bridge::Deliver = match task.await {
+            Ok(Ok(deliver)) => deliver,
+            Ok(Err(e)) => Box::new(move |_py: Python<'_>| Err(http_error(e))),
+            Err(e) if e.is_panic() => Box::new(|_py: Python<'_>| {
+                Err(pyo3::exceptions::PyRuntimeError::new_err("fast_litellm internal error: the request task panicked"))
+            }),
+            Err(_) => return,
         };
         sender.complete(future, deliver);
     });
-    CancelHandle { task: task.abort_handle() }
+    cancel
 }
 
 /// Stops an async request or body read: the connection is closed (its state is unknown).
