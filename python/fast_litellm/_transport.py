@@ -92,6 +92,14 @@ class _ProxyRouter:
         return transports
 
 
+def _engine_and_proxies(pool: Pool, verify: Verify, cert: Cert, trust_env: bool, proxy: Any, drain_bytes: int,
+                        drain_timeout: float, proxy_transport: Any) -> tuple:
+    """What both transports are made of: the Rust engine, and the proxy router."""
+    engine = _core.HttpEngine(pool, verify, cert, drain_bytes, drain_timeout)
+    proxies = _ProxyRouter(proxy, trust_env, lambda p: proxy_transport(proxy=p, verify=verify, cert=cert))
+    return engine, proxies
+
+
 class HTTPTransport(httpx.BaseTransport):
     """A sync httpx transport over fast_litellm's pool.
 
@@ -117,9 +125,8 @@ class HTTPTransport(httpx.BaseTransport):
         drain_bytes: int = 256 * 1024,
         drain_timeout: float = 0.5,
     ) -> None:
-        self._engine = _core.HttpEngine(pool, verify, cert, drain_bytes, drain_timeout)
-        self._proxies = _ProxyRouter(
-            proxy, trust_env, lambda p: httpx.HTTPTransport(proxy=p, verify=verify, cert=cert)
+        self._engine, self._proxies = _engine_and_proxies(
+            pool, verify, cert, trust_env, proxy, drain_bytes, drain_timeout, httpx.HTTPTransport
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -164,9 +171,8 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
         drain_bytes: int = 256 * 1024,
         drain_timeout: float = 0.5,
     ) -> None:
-        self._engine = _core.HttpEngine(pool, verify, cert, drain_bytes, drain_timeout)
-        self._proxies = _ProxyRouter(
-            proxy, trust_env, lambda p: httpx.AsyncHTTPTransport(proxy=p, verify=verify, cert=cert)
+        self._engine, self._proxies = _engine_and_proxies(
+            pool, verify, cert, trust_env, proxy, drain_bytes, drain_timeout, httpx.AsyncHTTPTransport
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
