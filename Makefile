@@ -18,7 +18,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "maturin>=1.7,<2" "httpx>=0.27,<0.29" pytest pytest-timeout pytest-asyncio \
-		pytest-benchmark trustme "litellm==$(LITELLM_VERSION)"
+		pytest-benchmark trustme hypothesis "litellm==$(LITELLM_VERSION)"
 	touch $@
 
 .PHONY: venv
@@ -33,6 +33,10 @@ build: $(VENV)/.deps ## build the extension into the virtualenv (release mode)
 test: build ## cargo test on the Rust core, then pytest on the Python package
 	cargo test --quiet
 	$(PY) -m pytest -q tests/python
+
+.PHONY: stress
+stress: build ## the long reliability runs: stale connections, memory over 1M pool cycles and 100k requests
+	$(PY) -m pytest -q -p no:cacheprovider -o timeout=1800 tests/stress
 
 .PHONY: demo
 demo: build ## run the demonstration (no API key, no network)
@@ -52,8 +56,12 @@ nginx:
 		( (apt-get update -qq && apt-get install -y -qq nginx-light) >/dev/null 2>&1 \
 		|| echo "note: nginx could not be installed; the transport benchmarks are skipped" )
 
+$(VENV)/.bench-deps: $(VENV)/.deps
+	$(PY) -m pip install -q matplotlib aiohttp
+	touch $@
+
 .PHONY: bench
-bench: build nginx .venv-published/.deps ## run the benchmarks and write docs/benchmarks.md
+bench: build nginx $(VENV)/.bench-deps .venv-published/.deps ## run the benchmarks; write docs/benchmarks.md and charts
 	$(PY) -m pytest -q benches -p no:cacheprovider -o timeout=3000 --benchmark-sort=name \
 		--benchmark-columns=median,iqr,rounds
 

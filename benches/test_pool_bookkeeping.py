@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import report
 
 from fast_litellm import SimpleConnectionPool
 from pool_workloads import (
@@ -55,7 +56,7 @@ def test_reference_workload_process_per_implementation(record_rows):
                 times[label, case] += [t / per_round * 1e6 for t in data[case]]
     for (label, case), values in times.items():
         q = statistics.quantiles(values, n=4)
-        record_rows("reference workload, one process per implementation", label, case,
+        record_rows(report.POOL_SECTION, label, case,
                     statistics.median(values), q[2] - q[0])
 
 
@@ -71,7 +72,7 @@ def test_reference_workload(benchmark, record, implementation, threads):
         run = lambda: threaded(pool, per_round, threads)  # noqa: E731
     run()
     benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=1)
-    record("reference workload, in one process (pytest-benchmark)", implementation,
+    record(report.POOL_INPROCESS_SECTION, implementation,
            f"{threads} thread{'s' if threads > 1 else ''}", benchmark, per_round)
 
 
@@ -91,5 +92,5 @@ def test_checkout_cost_against_idle_connections(benchmark, record, idle):
             ret(get(endpoint))
 
     benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=3)
-    record("checkout + return against idle connections", "fast_litellm", f"{idle} idle", benchmark,
+    record(report.POOL_SIZE_SECTION, "fast_litellm", f"{idle} idle", benchmark,
            ITERATIONS_PER_ROUND)

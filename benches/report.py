@@ -1,0 +1,181 @@
+"""Writes docs/benchmarks.md and one PNG bar chart per section from the figures of one run."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+POOL_SECTION = "reference workload, one process per implementation"
+POOL_INPROCESS_SECTION = "reference workload, in one process (pytest-benchmark)"
+POOL_SIZE_SECTION = "checkout + return against idle connections"
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        commit = "?"
+    versions = ", ".join(f"{p} {_version(p)}" for p in ("fast_litellm", "litellm", "httpx", "aiohttp"))
+    return (f"{os.cpu_count()} cores, {model}; Linux {platform.release()}; Python {platform.python_version()}; "
+            f"{versions}; commit {commit}; {datetime.date.today().isoformat()}")
+
+
+def _bar_chart(path: Path, title: str, groups: list[str], series: dict[str, list[float]], ylabel: str,
+               labels: dict[str, list[str]]) -> None:
+    """Grouped bars: one group per case, one bar per series, a label printed on each bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(groups) * max(1, len(series)) / 2), 4.5))
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        bars = ax.bar(xs, [v if v == v else 0 for v in values], width, label=name)
+        for bar, text in zip(bars, labels[name]):
+            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+                        fontsize=7, xytext=(0, 2), textcoords="offset points")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    ax.margins(y=0.15)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.2f}x" if reference else "-"
+
+
+def pool_lines(results: list) -> list[str]:
+    lines = []
+    for section in dict.fromkeys(r[0] for r in results):
+        rows = [r for r in results if r[0] == section]
+        baseline = {r[2]: r[3] for r in rows if r[1] == "fast_litellm"}
+        lines += [f"## {section}", "", "| implementation | case | µs per iteration (median) | IQR | time vs fast_litellm |",
+                  "|---|---|---|---|---|"]
+        for _, implementation, case, median, iqr in rows:
+            lines.append(f"| {implementation} | {case} | {median:.3f} | {iqr:.3f} | "
+                         f"{_ratio(median, baseline.get(case, 0))} |")
+        lines.append("")
+        chart = _chart_name(section)
+        cases = list(dict.fromkeys(r[2] for r in rows))
+        impls = list(dict.fromkeys(r[1] for r in rows))
+        series = {i: [next((r[3] for r in rows if r[1] == i and r[2] == c), float("nan")) for c in cases] for i in impls}
+        labels = {i: [f"{v:.2f} µs ({_ratio(v, baseline.get(c, 0))})" if v == v else "" for v, c in zip(series[i], cases)]
+                  for i in impls}
+        _bar_chart(DOCS / chart, f"Pool bookkeeping: {section} (lower is better)", cases, series,
+                   "µs per iteration (median)", labels)
+        lines += [f"![{section}]({chart})", ""]
+    return lines
+
+
+def _chart_name(section: str) -> str:
+    return "bench-" + "".join(c if c.isalnum() else "-" for c in section.lower()).strip("-").replace("--", "-")[:60] + ".png"
+
+
+def transport_lines(transports: list, server_note: str) -> list[str]:
+    rows = [t for t in transports if t[0] != "litellm"]
+    if not rows:
+        return []
+    ours = {(m, c): f["rps"] for m, c, t, f in rows if t == "fast_litellm"}
+    lines = ["## HTTP transports through httpx", "",
+             f"Server: {server_note}. Each case: every transport in processes of its own, alternating; "
+             "figures are the medians of those processes. CPU is the whole client process (Python and Rust "
+             "threads) per request. The last column is fast_litellm's requests/s divided by the row's.", "",
+             "| mode | case | transport | requests/s | p50 ms | p99 ms | CPU ms/request | fast_litellm is |",
+             "|---|---|---|---|---|---|---|---|"]
+    for mode, case, transport, f in rows:
+        lines.append(f"| {mode} | {case} | {transport} | {f['rps']:.0f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | "
+                     f"{f['cpu_ms_per_request']:.3f} | {_ratio(ours[mode, case], f['rps'])} |")
+    groups = list(dict.fromkeys(f"{m} {c}" for m, c, _, _ in rows))
+    names = list(dict.fromkeys(t for _, _, t, _ in rows))
+    series, labels = {}, {}
+    for name in names:
+        values = [next((f["rps"] for m, c, t, f in rows if t == name and f"{m} {c}" == g), float("nan")) for g in groups]
+        series[name] = values
+        labels[name] = [f"{v:.0f}" + ("" if name == "fast_litellm" else f"\n(÷{ours[tuple(g.split(' ', 1))] / v:.1f})")
+                        if v == v else "" for v, g in zip(values, groups)]
+    _bar_chart(DOCS / "bench-transports.png", "HTTP transports through httpx, requests/s, higher is better\n"
+               "(÷N under a bar: fast_litellm is N times faster)", groups, series, "requests per second", labels)
+    return lines + ["", "![HTTP transports](bench-transports.png)", ""]
+
+
+def litellm_lines(transports: list) -> list[str]:
+    rows = [t for t in transports if t[0] == "litellm"]
+    if not rows:
+        return []
+    lines = ["## LiteLLM end to end", "",
+             "The bundled local OpenAI-compatible server (keep-alive). Plain LiteLLM (its async path uses "
+             "aiohttp) against LiteLLM after `import fast_litellm`, each workload in processes of its own, "
+             "alternating; medians of those processes. Connections are the ones the server accepted.", "",
+             "| workload | client | requests | requests/s | p50 ms | p99 ms | connections opened |",
+             "|---|---|---|---|---|---|---|"]
+    for _, case, client, f in rows:
+        lines.append(f"| {case} | {client} | {f['requests']:.0f} | {f['rps']:.0f} | {f['p50_ms']:.2f} | "
+                     f"{f['p99_ms']:.2f} | {f['connections']:.0f} |")
+    workloads = list(dict.fromkeys(c for _, c, _, _ in rows))
+    clients = list(dict.fromkeys(cl for _, _, cl, _ in rows))
+    plain = {c: f for _, c, cl, f in rows if cl == clients[0]}
+    series = {cl: [next(f["rps"] for _, c, x, f in rows if x == cl and c == w) for w in workloads] for cl in clients}
+    labels = {cl: [f"{v:.0f} ({_ratio(v, plain[w]['rps'])})" for v, w in zip(series[cl], workloads)] for cl in clients}
+    _bar_chart(DOCS / "bench-litellm.png", "LiteLLM end to end, requests/s, higher is better\n(ratio to plain LiteLLM)",
+               workloads, series, "requests per second", labels)
+    lines += ["", "![LiteLLM end to end](bench-litellm.png)", ""]
+
+    lines += ["## Connections opened (what each would cost on a real network)", "",
+              "Every connection opened is a TCP and TLS handshake on a real network: multiply the "
+              "connections saved by your own handshake time (often 50-300 ms to a cloud API) to see the "
+              "latency and CPU that pooling saves.", "",
+              "| workload | requests | plain LiteLLM | with fast_litellm | saved per 1,000 requests |", "|---|---|---|---|---|"]
+    fast = {c: f for _, c, cl, f in rows if cl == clients[-1]}
+    for w in workloads:
+        p, f = plain[w], fast[w]
+        saved = (p["connections"] - f["connections"]) / p["requests"] * 1000 if p["requests"] else 0
+        lines.append(f"| {w} | {p['requests']:.0f} | {p['connections']:.0f} | {f['connections']:.0f} | {saved:.0f} |")
+    series = {cl: [next(f["connections"] for _, c, x, f in rows if x == cl and c == w) for w in workloads] for cl in clients}
+    labels = {cl: [f"{v:.0f}" for v in series[cl]] for cl in clients}
+    _bar_chart(DOCS / "bench-connections.png", "Connections opened per workload (lower is better)", workloads, series,
+               "connections opened", labels)
+    return lines + ["", "![Connections opened](bench-connections.png)", ""]
+
+
+def write(results: list, transports: list, server_note: str) -> Path:
+    DOCS.mkdir(exist_ok=True)
+    lines = ["# Benchmarks", "", f"Machine: {machine()}.", "",
+             "Every figure below was measured in the same run (`make bench`); ratios compare rows of that "
+             "run. This machine is noisy (the same process measured twice can differ by 25%): compare "
+             "ratios within a table, not absolute figures across runs.", ""]
+    lines += pool_lines(results)
+    lines += transport_lines(transports, server_note)
+    lines += litellm_lines(transports)
+    report = DOCS / "benchmarks.md"
+    report.write_text("\n".join(lines))
+    return report
