@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import struct
 import threading
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -25,13 +26,16 @@ class Server:
     /slow-head[t]         sends the head after t seconds
     /slow-body[t]         sends the head and half the body, then waits t seconds
     /status[code]         an empty response with that status
+    /reset                the head and half the body, then a TCP reset
+    /cut-stream           an event stream that stops in the middle of an event (FIN, no last chunk)
+    /half-close           a complete response, then the server stops writing (shutdown SHUT_WR)
 
     `close_idle_after`: seconds after which an idle keep-alive connection is closed.
     `close_every`: close the connection silently after that many responses (no header).
     """
 
     def __init__(self, tls: ssl.SSLContext | None = None, close_idle_after: float | None = None,
-                 close_every: int | None = None):
+                 close_every: int | None = None, port: int = 0):
         self.tls = tls
         self.close_idle_after = close_idle_after
         self.close_every = close_every
@@ -42,11 +46,16 @@ class Server:
         self.requests = 0
         self.errors: list[str] = []
         self._sock = socket.socket()
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(1024)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._sock.bind(("127.0.0.1", port))
+            self._sock.listen(1024)
+        except OSError:
+            self._sock.close()
+            raise
         self.port = self._sock.getsockname()[1]
         self._stopping = False
+        self._conns: set[socket.socket] = set()
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
 
@@ -55,8 +64,20 @@ class Server:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def close(self) -> None:
+        """Stops listening and closes every connection (clients see them close)."""
         self._stopping = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone would not
+        except OSError:
+            pass
         self._sock.close()
+        with self.lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def __enter__(self) -> "Server":
         return self
@@ -77,6 +98,7 @@ class Server:
 
     def _serve(self, conn: socket.socket) -> None:
         with self.lock:
+            self._conns.add(conn)
             self.connections += 1
             self.open_connections += 1
             self.max_open_connections = max(self.max_open_connections, self.open_connections)
@@ -88,6 +110,7 @@ class Server:
             pass
         finally:
             with self.lock:
+                self._conns.discard(conn)
                 self.open_connections -= 1
             try:
                 conn.close()
@@ -173,6 +196,18 @@ class Server:
         elif path == "/status":
             code = int(q.get("code", 200))
             send(code, b"", reason="Status")
+        elif path == "/reset":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 5000)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return False
+        elif path == "/cut-stream":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            event = b'data: {"i": 0}\n\ndata: {"i": 1'
+            conn.sendall(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+            return False
+        elif path == "/half-close":
+            send(200, b"half")
+            conn.shutdown(socket.SHUT_WR)
         else:
             send(404, b"not found", reason="Not Found")
         return True

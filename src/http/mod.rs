@@ -316,9 +316,13 @@ fn classify(e: &hyper::Error, phase: Phase) -> HttpError {
         Some(source) => format!("{e}: {source}"),
         None => e.to_string(),
     };
+    let peer_closed_early = e.is_incomplete_message()
+        || e.is_canceled()
+        || e.is_closed()
+        || io_error_kind(e) == Some(std::io::ErrorKind::UnexpectedEof);
     if e.is_parse() || e.is_parse_status() {
         HttpError::RemoteProtocol(message)
-    } else if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
+    } else if peer_closed_early {
         match phase {
             Phase::Head => HttpError::RemoteProtocol(format!("server disconnected without sending a complete response ({message})")),
             Phase::Body => HttpError::RemoteProtocol(format!("peer closed connection without sending complete message body ({message})")),
@@ -328,6 +332,18 @@ fn classify(e: &hyper::Error, phase: Phase) -> HttpError {
     } else {
         HttpError::Read(message)
     }
+}
+
+/// The kind of the I/O error behind a hyper error, if one is.
+fn io_error_kind(e: &hyper::Error) -> Option<std::io::ErrorKind> {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        source = err.source();
+    }
+    None
 }
 
 /// Runs `work` while the read and write timeouts are measured against the socket's progress.
