@@ -50,7 +50,7 @@ def test_stale_connections_around_the_servers_keepalive_timeout(capsys):
     assert our_failures == 0
 
 
-def test_memory_over_a_million_pool_cycles():
+def test_memory_over_a_million_pool_cycles(capsys):
     pool = new_pool()
     endpoints = [f"https://api-{i}.example.com" for i in range(5)]
     for _ in range(20_000):  # warm up: caches, maps at their working size
@@ -61,11 +61,13 @@ def test_memory_over_a_million_pool_cycles():
         for e in endpoints:
             pool.return_connection(pool.get_connection(e))
     grown = rss() - before
+    with capsys.disabled():
+        print(f"\n1,000,000 pool checkouts and returns: resident memory grew by {grown / MB:.2f} MB")
     assert pool.get_stats()["active_connections"] == 0
     assert grown < 10 * MB, f"resident memory grew by {grown / MB:.1f} MB"
 
 
-def test_memory_over_a_hundred_thousand_http_requests():
+def test_memory_over_a_hundred_thousand_http_requests(capsys):
     pool = new_pool(max_connections_per_endpoint=32)
 
     async def run(total, concurrency=32):
@@ -80,5 +82,7 @@ def test_memory_over_a_hundred_thousand_http_requests():
         before = rss()
         asyncio.run(run(100_000))
         grown = rss() - before
+    with capsys.disabled():
+        print(f"\n100,000 HTTP requests: resident memory grew by {grown / MB:.2f} MB")
     assert pool.get_stats()["active_connections"] == 0
     assert grown < 10 * MB, f"resident memory grew by {grown / MB:.1f} MB"
