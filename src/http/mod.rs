@@ -200,9 +200,7 @@ impl Client {
             }
         }
     }
-}
 
-impl Client {
     /// Waits for a connection, up to the pool timeout. While one of this client's bodies is
     /// being drained and no connection is idle, waits (within the drain bound) for that one
     /// first: sequential streaming calls then share one connection instead of opening more.
@@ -299,7 +297,8 @@ async fn exchange(in_flight: &mut InFlight, request: &RequestParts) -> Result<(H
             let (parts, incoming) = response.into_parts();
             Ok((http::Response::from_parts(parts, ()), incoming, activity))
         }
-        Ok(Err(e)) => Err(Failure { before_response: true, error: classify(&e, Phase::Head) }),
+        // A parse error means response bytes arrived; anything else failed before the response.
+        Ok(Err(e)) => Err(Failure { before_response: !(e.is_parse() || e.is_parse_status()), error: classify(&e, Phase::Head) }),
         Err(timeout) => Err(Failure { error: timeout, before_response: false }),
     }
 }
