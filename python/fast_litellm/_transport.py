@@ -237,15 +237,21 @@ class _SyncBody(httpx.SyncByteStream):
     def __iter__(self):
         yield from self._prefetched
         self._prefetched = []
-        read = self._response.read_chunk
+        response = self._response
         while True:
             try:
-                chunk = read()
+                chunks, finished = response.ready_chunks()
+                if finished:
+                    yield from chunks
+                    return
+                if not chunks:
+                    chunk = response.read_chunk()
+                    if chunk is None:
+                        return
+                    chunks = [chunk]
             except _ENGINE_ERRORS as exc:
                 raise _httpx_error(exc, self._request) from None
-            if chunk is None:
-                return
-            yield chunk
+            yield from chunks
 
     def close(self) -> None:
         self._response.close()
@@ -265,9 +271,21 @@ class _AsyncBody(httpx.AsyncByteStream):
         self._prefetched = []
         loop = asyncio.get_running_loop()
         bridge = _bridge(loop)
+        response = self._response
         while True:
+            try:
+                chunks, finished = response.ready_chunks()
+            except _ENGINE_ERRORS as exc:
+                raise _httpx_error(exc, self._request) from None
+            for chunk in chunks:
+                yield chunk
+            if finished:
+                return
+            if chunks:
+                continue
+            # Nothing here yet: wait for the runtime to hand the next chunk over.
             future = loop.create_future()
-            handle = self._response.read_chunk_async(bridge, future)
+            handle = response.read_chunk_async(bridge, future)
             try:
                 chunk = await future
             except asyncio.CancelledError:

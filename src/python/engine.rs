@@ -358,6 +358,25 @@ impl PyResponse {
         Ok((list, self.is_finished()))
     }
 
+    /// The body chunks that have already arrived (without waiting), and whether the body ended.
+    /// Lets a reader skip a hand-over through the runtime when data is there.
+    fn ready_chunks<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, bool)> {
+        let list = PyList::empty(py);
+        let mut body = self.body.lock();
+        let finished = match body.as_mut() {
+            // Taken by a read under way, or already given back to the pool.
+            None => return Ok((list, false)),
+            Some(body) => {
+                let (chunks, finished) = body.ready_chunks(READ_WITH_HEAD as usize).map_err(http_error)?;
+                for c in chunks {
+                    list.append(PyBytes::new(py, &c))?;
+                }
+                finished
+            }
+        };
+        Ok((list, finished))
+    }
+
     /// The next body chunk (blocking without the GIL), or None at the end.
     fn read_chunk<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let chunk = block_on_interruptibly(py, next_chunk(self.body.clone()))?.map_err(http_error)?;

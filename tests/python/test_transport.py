@@ -116,8 +116,9 @@ def test_early_close_drains_and_reuses(server):
                     if line == 'data: {"i": 2}':
                         break
     assert server.connections == 1
-    wait_for(lambda: c._transport.stats()["bodies_drained"] == 20, timeout=10)
-    assert active(pool) == 0
+    # Each body was either drained after the early close, or had already arrived whole.
+    wait_for(lambda: active(pool) == 0, timeout=10)
+    assert c._transport.stats()["bodies_not_drained"] == 0
 
 
 def test_early_close_past_the_drain_bound_closes(server):
