@@ -246,26 +246,40 @@ impl HttpEngine {
 }
 
 /// Runs `work` on the runtime and sets its outcome on `future`. A panic in `work` becomes an
-/// exception on the future (never a future that waits forever); a cancelled task sets nothing
-/// (its Python future is cancelled already).
+/// exception on the future, never a future that waits forever.
 fn spawn_to_loop<F>(sender: Sender, future: Py<PyAny>, work: F) -> CancelHandle
 where
     F: Future<Output = Result<super::bridge::Deliver, HttpError>> + Send + 'static,
 {
-    let task = http::spawn(work);
-    let cancel = CancelHandle { task: task.abort_handle() };
-    http::spawn(async move {
-        let deliver: super::bridge::Deliver = match task.await {
+    let task = http::spawn(async move {
+        let deliver: super::bridge::Deliver = match (CatchPanic { inner: Box::pin(work) }).await {
             Ok(Ok(deliver)) => deliver,
             Ok(Err(e)) => Box::new(move |_py: Python<'_>| Err(http_error(e))),
-            Err(e) if e.is_panic() => Box::new(|_py: Python<'_>| {
+            Err(()) => Box::new(|_py: Python<'_>| {
                 Err(pyo3::exceptions::PyRuntimeError::new_err("fast_litellm internal error: the request task panicked"))
             }),
-            Err(_) => return,
         };
         sender.complete(future, deliver);
     });
-    cancel
+    CancelHandle { task: task.abort_handle() }
+}
+
+/// A future that turns a panic while polling its inner future into `Err(())`.
+struct CatchPanic<F> {
+    inner: std::pin::Pin<Box<F>>,
+}
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let inner = self.inner.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Ready(out)) => std::task::Poll::Ready(Ok(out)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(_) => std::task::Poll::Ready(Err(())),
+        }
+    }
 }
 
 /// Stops an async request or body read: the connection is closed (its state is unknown).
