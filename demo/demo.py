@@ -155,8 +155,9 @@ def main() -> None:
     else:
         api_base = args.api_base
         where = "the endpoint given (connections counted by fast_litellm's pool only)"
+    concurrent = min(args.concurrency, args.requests)
     print(f"LiteLLM against {where}: {args.requests} calls in each of 5 phases "
-          f"(sync, sync streaming, sync again, async x{args.concurrency}, async streaming x{args.concurrency})\n")
+          f"(sync, sync streaming, sync again, async x{concurrent}, async streaming x{concurrent})\n")
     runs = {}
     for accelerated in (False, True):
         before = local.connections if local else None
