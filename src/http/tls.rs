@@ -52,12 +52,14 @@ impl TlsSettings {
     /// The rustls configuration for these settings. File problems are errors that name the
     /// setting and the file, not its contents.
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, HttpError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider)
+        let provider = rustls::crypto::ring::default_provider();
+        let builder = ClientConfig::builder_with_provider(Arc::new(provider.clone()))
             .with_safe_default_protocol_versions()
             .map_err(|e| HttpError::Config(format!("TLS setup failed: {e}")))?;
         let builder = match &self.verify {
-            Verify::Off => builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification)),
+            Verify::Off => builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification {
+                algorithms: provider.signature_verification_algorithms,
+            })),
             Verify::Default => builder.with_root_certificates(RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             }),
@@ -105,7 +107,9 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, HttpError> {
 
 /// `verify=False`: accepts any certificate, still checks handshake signatures.
 #[derive(Debug)]
-struct NoVerification;
+struct NoVerification {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(
@@ -125,12 +129,7 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -139,15 +138,10 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }

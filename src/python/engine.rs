@@ -3,6 +3,7 @@
 
 use super::bridge::{LoopBridge, Sender};
 use super::errors::http_error;
+use super::timeout_arg;
 use super::registry::Handle;
 use crate::http::tls::{TlsSettings, Verify};
 use crate::http::{self, Body, Client, DrainPolicy, HttpError, RequestParts, Response, Timeouts};
@@ -40,14 +41,6 @@ where
             Ok(out) => return Ok(out),
             Err(_) => py.check_signals()?,
         }
-    }
-}
-
-fn seconds(value: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
-    match value {
-        None => Ok(None),
-        Some(s) if s.is_nan() || s < 0.0 => Err(PyValueError::new_err(format!("{what} timeout must be a non-negative number of seconds or None"))),
-        Some(s) => Ok(Some(Duration::from_secs_f64(s.min(1e9)))),
     }
 }
 
@@ -109,10 +102,10 @@ impl HttpEngine {
                 headers: parsed,
                 body: Bytes::copy_from_slice(body),
                 timeouts: Timeouts {
-                    connect: seconds(timeouts.0, "connect")?,
-                    read: seconds(timeouts.1, "read")?,
-                    write: seconds(timeouts.2, "write")?,
-                    pool: seconds(timeouts.3, "pool")?,
+                    connect: timeout_arg(timeouts.0, "connect timeout")?,
+                    read: timeout_arg(timeouts.1, "read timeout")?,
+                    write: timeout_arg(timeouts.2, "write timeout")?,
+                    pool: timeout_arg(timeouts.3, "pool timeout")?,
                 },
             },
         })
@@ -185,7 +178,7 @@ impl HttpEngine {
                 },
             },
         };
-        let max_time = seconds(Some(drain_timeout), "drain")?.unwrap_or_default();
+        let max_time = timeout_arg(Some(drain_timeout), "drain_timeout")?.unwrap_or_default();
         let client = Client::new(TlsSettings { verify, client_cert }, DrainPolicy { max_bytes: drain_bytes, max_time })
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(HttpEngine { pool, client: Arc::new(client) })

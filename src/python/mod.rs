@@ -40,9 +40,12 @@ fn id_str<'py>(py: Python<'py>, id: ConnId) -> Bound<'py, PyString> {
     PyString::new(py, id.encode(&mut [0u8; 36]))
 }
 
-fn timeout_arg(timeout: Option<f64>) -> PyResult<Option<Duration>> {
+/// A timeout in seconds from Python; `None` waits without limit. `what` names it in the error.
+pub(crate) fn timeout_arg(timeout: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
     match timeout {
-        Some(t) if t.is_nan() || t < 0.0 => Err(PyValueError::new_err("timeout must be a non-negative number of seconds, or None to wait without limit")),
+        Some(t) if t.is_nan() || t < 0.0 => Err(PyValueError::new_err(format!(
+            "{what} must be a non-negative number of seconds, or None to wait without limit"
+        ))),
         Some(t) => Ok(Some(Duration::from_secs_f64(t.min(1e9)))),
         None => Ok(None),
     }
@@ -248,7 +251,7 @@ impl PySimpleConnectionPool {
     /// one is free. Raises PoolTimeout (a TimeoutError) after `timeout` seconds.
     #[pyo3(signature = (endpoint, timeout = None))]
     fn acquire<'py>(&self, py: Python<'py>, endpoint: &Bound<'py, PyAny>, timeout: Option<f64>) -> PyResult<Bound<'py, PyString>> {
-        let timeout = timeout_arg(timeout)?;
+        let timeout = timeout_arg(timeout, "timeout")?;
         let pool = self.handle.pool();
         let route = route_arg(&pool, endpoint)?;
         let lease = acquire_lease(py, &pool, &route, timeout)?;
@@ -263,7 +266,7 @@ impl PySimpleConnectionPool {
         Ok(ConnectionContext {
             route: route_arg(&pool, endpoint)?,
             pool,
-            timeout: timeout_arg(timeout)?,
+            timeout: timeout_arg(timeout, "timeout")?,
             id: parking_lot::Mutex::new(None),
         })
     }
