@@ -1,9 +1,9 @@
 //! The process's tokio runtime: one per process, created on first use, made anew in a forked
 //! child (a fork keeps only the forking thread, so the parent's worker threads are gone).
 
-use once_cell::sync::Lazy;
-use parking_lot::RwLock;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::OnceLock;
 use tokio::runtime::{Builder, Handle, Runtime};
 
 /// Worker threads: by default one, because on a small machine the Python thread needs the
@@ -16,26 +16,32 @@ fn worker_threads() -> usize {
         .unwrap_or(1)
 }
 
-/// Only touched by threads that call into the engine from outside the runtime (under Python's
-/// GIL), so the forking thread never finds it locked.
-static RUNTIME: Lazy<RwLock<Option<&'static Runtime>>> = Lazy::new(|| RwLock::new(None));
+/// How deep a chain of forks (a child's child's ...) gets its own runtime; deeper ones share
+/// the last one (never seen in practice).
+const MAX_FORK_DEPTH: usize = 64;
 
-fn handle() -> Handle {
-    if let Some(rt) = *RUNTIME.read() {
-        return rt.handle().clone();
-    }
-    let mut slot = RUNTIME.write();
-    let rt = *slot.get_or_insert_with(|| {
-        let rt = Builder::new_multi_thread()
-            .worker_threads(worker_threads())
-            .thread_name("fast-litellm-io")
-            .enable_all()
-            .build()
-            .expect("the tokio runtime could not start");
-        // Lives as long as the process: connections and their tasks are spawned on it.
-        Box::leak(Box::new(rt))
-    });
-    rt.handle().clone()
+/// One runtime per fork generation, each started on first use and living as long as the
+/// process (connections and their tasks are spawned on it). No lock is shared across a fork:
+/// a child uses the next slot, which nobody in the parent ever touched, so a lock held by
+/// another parent thread at the moment of the fork cannot hang the child.
+static RUNTIMES: [OnceLock<Box<Runtime>>; MAX_FORK_DEPTH] = [const { OnceLock::new() }; MAX_FORK_DEPTH];
+/// Bumped in a forked child, which then starts its own runtime.
+static FORK_GENERATION: AtomicUsize = AtomicUsize::new(0);
+
+fn handle() -> &'static Handle {
+    let generation = FORK_GENERATION.load(SeqCst).min(MAX_FORK_DEPTH - 1);
+    RUNTIMES[generation]
+        .get_or_init(|| {
+            Box::new(
+                Builder::new_multi_thread()
+                    .worker_threads(worker_threads())
+                    .thread_name("fast-litellm-io")
+                    .enable_all()
+                    .build()
+                    .expect("the tokio runtime could not start"),
+            )
+        })
+        .handle()
 }
 
 /// Runs a future to completion on the calling thread (with IO driven by the runtime).
@@ -55,8 +61,13 @@ where
     }
 }
 
+/// 0 in the process that loaded the module, one more in each forked child.
+pub fn fork_generation() -> usize {
+    FORK_GENERATION.load(SeqCst)
+}
+
 /// In a forked child: forget the parent's runtime (its threads do not exist here); the next
 /// use starts a new one.
 pub fn reset_after_fork() {
-    *RUNTIME.write() = None;
+    FORK_GENERATION.fetch_add(1, SeqCst);
 }

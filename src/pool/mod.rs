@@ -24,7 +24,7 @@ use settings::LiveSettings;
 use stats::AtomicCounters;
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -48,13 +48,35 @@ impl Connection for () {
     }
 }
 
-/// A connection's name: a UUIDv4, shown to Python as its hyphenated string.
+/// The name of one checkout of a connection, shown to Python as a hyphenated UUIDv4 string.
+///
+/// The high 64 bits name the slot (random, fixed for its life); the low bits change at every
+/// checkout. So an id handed out earlier (a late second `return_connection`) can never touch a
+/// later checkout of the same connection: it no longer matches.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(Uuid);
+
+/// The part of a [`ConnId`] that names the slot, whatever the checkout.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+struct SlotKey(u64);
+
+/// The low 64 bits minus the two UUID variant bits: what a checkout changes.
+const CHECKOUT_BITS: u64 = u64::MAX >> 2;
 
 impl ConnId {
     fn new() -> ConnId {
         ConnId(Uuid::new_v4())
+    }
+
+    /// The id of the next checkout of the same slot (variant and version bits kept).
+    fn next_checkout(self) -> ConnId {
+        let (high, low) = self.0.as_u64_pair();
+        let bumped = (low & !CHECKOUT_BITS) | (low.wrapping_add(1) & CHECKOUT_BITS);
+        ConnId(Uuid::from_u64_pair(high, bumped))
+    }
+
+    fn slot_key(self) -> SlotKey {
+        SlotKey(self.0.as_u64_pair().0)
     }
 
     /// Parses a hyphenated UUID string; `None` for anything else.
@@ -95,12 +117,28 @@ impl<C: Connection> Slot<C> {
     fn is_open(&self) -> bool {
         self.conn.as_ref().is_none_or(Connection::is_open)
     }
+
+    /// Closes the connection itself (for a real one: its socket) now. Called before the slot
+    /// stops counting toward the limits, so a server never sees more connections than they
+    /// allow.
+    fn shut(mut self) -> ShutSlot {
+        self.conn = None;
+        ShutSlot(self.id)
+    }
 }
+
+/// A slot whose connection is already closed: only its id is left to forget.
+#[must_use]
+struct ShutSlot(ConnId);
 
 /// The connections of one endpoint.
 struct Host<C> {
     endpoint: Endpoint,
     state: Mutex<HostState<C>>,
+    /// Set (under `state`'s lock) when cleanup removes this empty host from the map; whoever
+    /// still holds it looks the endpoint up again. An atomic so that forgetting remembered
+    /// origins never waits behind a checkout.
+    retired: AtomicBool,
 }
 
 struct HostState<C> {
@@ -109,13 +147,20 @@ struct HostState<C> {
     /// Checked-out connections: leased, being opened, or parked below.
     active: usize,
     /// Checked out through the id API: the slot waits here, under this lock, for its id.
-    parked: FxHashMap<ConnId, Slot<C>>,
+    parked: FxHashMap<SlotKey, Slot<C>>,
     /// Checkouts that reused an idle connection. Counted here, under the lock already held,
     /// rather than in a shared atomic; added to the pool's counters when the host is retired.
     reused: u64,
-    /// Set under the lock when cleanup removes this empty host from the map; whoever still
-    /// holds it looks the endpoint up again.
-    retired: bool,
+}
+
+impl<C: Connection> HostState<C> {
+    /// The slot parked under exactly this id (not an earlier checkout of the same slot).
+    fn unpark(&mut self, id: ConnId) -> Option<Slot<C>> {
+        match self.parked.entry(id.slot_key()) {
+            std::collections::hash_map::Entry::Occupied(e) if e.get().id == id => Some(e.remove()),
+            _ => None,
+        }
+    }
 }
 
 /// An endpoint's place in a pool: looked up once, used for many checkouts.
@@ -152,6 +197,13 @@ pub enum Full {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitTimeout;
 
+/// The pool's state, shared by its handles, leases, tickets and reaper.
+///
+/// Lock order: a thread holding one of these takes only those after it:
+/// `waiters` → a waiter's `state` → `retire` → an `origins` shard → an `ids` shard → a `hosts`
+/// shard → one endpoint's `state` (never two endpoints' at once). A connection is shut (its
+/// socket closed) under its endpoint's lock, before it stops counting; its id is forgotten in
+/// `ids` after that lock is released.
 struct Shared<C: Connection> {
     settings: LiveSettings,
     clock: Arc<dyn Clock>,
@@ -159,15 +211,20 @@ struct Shared<C: Connection> {
     /// Endpoint strings seen before, so the hot path skips parsing. Only strings that are bare
     /// origins (nothing that parsing would drop, so nothing secret) are remembered.
     origins: DashMap<Box<str>, Route<C>, FxBuildHasher>,
-    /// Every live connection's endpoint, by id: written when a connection opens or closes,
+    /// Every live connection's endpoint, by slot: written when a connection opens or closes,
     /// only read on the hot path.
-    ids: DashMap<ConnId, Arc<Host<C>>, FxBuildHasher>,
+    ids: DashMap<SlotKey, Arc<Host<C>>, FxBuildHasher>,
     /// Connections counted against `max_connections` (active, opening and idle).
     open: AtomicUsize,
     /// First come, first served. Touched only while `waiting > 0` or by a checkout that queues.
     waiters: Mutex<VecDeque<Arc<Waiter<C>>>>,
     waiting: AtomicUsize,
     counters: AtomicCounters,
+    /// Held while cleanup retires endpoints, moving their reuse counts into `counters`...
+    retire: Mutex<()>,
+    /// ...and odd meanwhile (a sequence lock): a stats reader that sees it odd or changed reads
+    /// again, so it never counts a reuse twice or not at all (counters never go down).
+    retire_seq: AtomicU64,
     reaper: Mutex<Option<Reaper>>,
 }
 
@@ -212,6 +269,8 @@ impl<C: Connection> Pool<C> {
                 waiters: Mutex::new(VecDeque::new()),
                 waiting: AtomicUsize::new(0),
                 counters: AtomicCounters::default(),
+                retire: Mutex::new(()),
+                retire_seq: AtomicU64::new(0),
                 reaper: Mutex::new(None),
             }),
         };
@@ -223,8 +282,9 @@ impl<C: Connection> Pool<C> {
         self.shared.settings.load()
     }
 
-    /// Changes settings in place. Lower limits close nothing: connections above them are not
-    /// reused once returned. Higher limits serve waiters at once.
+    /// Changes settings in place. Lower limits close nothing at once: connections above them
+    /// are not handed out again, and are closed when they come back or are next looked at.
+    /// Higher limits serve waiters at once.
     pub fn configure(&self, settings: Settings) -> Result<(), SettingsError> {
         settings.validate()?;
         self.shared.settings.store(&settings);
@@ -307,21 +367,21 @@ impl<C: Connection> Pool<C> {
     pub fn check_out_by_id(&self, mut lease: Lease<C>) -> ConnId {
         let slot = lease.slot.take().expect("a lease holds its slot until it ends");
         let id = slot.id;
-        lease.host.state.lock().parked.insert(id, slot);
+        lease.host.state.lock().parked.insert(id.slot_key(), slot);
         id
     }
 
     /// Returns a connection checked out by id. False (and nothing changes) if the id is not
-    /// checked out: never checked out, already returned, or removed.
+    /// checked out: never checked out, already returned, removed, or an earlier checkout's.
     pub fn return_by_id(&self, id: ConnId) -> bool {
         let returned = self.shared.with_host_of(id, |host| {
             let mut st = host.state.lock();
-            let slot = st.parked.remove(&id)?;
+            let slot = st.unpark(id)?;
             Some(self.shared.check_in_locked(&mut st, slot))
         });
         match returned {
-            Some(to_close) => {
-                self.shared.finish_check_in(to_close);
+            Some(checked_in) => {
+                self.shared.finish_check_in(checked_in);
                 true
             }
             None => {
@@ -331,22 +391,23 @@ impl<C: Connection> Pool<C> {
         }
     }
 
-    /// Closes a connection, checked out by id or idle. False if there is no such connection
-    /// (or it is leased, not checked out by id: its holder decides).
+    /// Closes a connection, checked out under this id or idle since. False if there is no such
+    /// connection (or it is leased, or checked out again since: its holder decides).
     pub fn remove_by_id(&self, id: ConnId) -> bool {
         let removed = self.shared.with_host_of(id, |host| {
             let mut st = host.state.lock();
-            if let Some(slot) = st.parked.remove(&id) {
+            if let Some(slot) = st.unpark(id) {
+                let shut = slot.shut();
                 st.active -= 1;
-                return Some(slot);
+                return Some(shut);
             }
             let i = st.idle.iter().position(|s| s.id == id)?;
-            st.idle.remove(i)
+            st.idle.remove(i).map(Slot::shut)
         });
         match removed {
-            Some(slot) => {
+            Some(shut) => {
                 self.shared.open.fetch_sub(1, SeqCst);
-                self.shared.close(slot, CloseReason::Removed);
+                self.shared.forget(shut, CloseReason::Removed);
                 self.shared.serve_waiters_if_any();
                 true
             }
@@ -354,13 +415,14 @@ impl<C: Connection> Pool<C> {
         }
     }
 
-    /// True if the id names a connection checked out by id or idle, that is open and unexpired.
+    /// True if the id names a connection checked out under it or idle since, that is open and
+    /// unexpired.
     pub fn is_healthy(&self, id: ConnId) -> bool {
         let now = self.shared.clock.now();
         self.shared
             .with_host_of(id, |host| {
                 let st = host.state.lock();
-                if let Some(slot) = st.parked.get(&id) {
+                if let Some(slot) = st.parked.get(&id.slot_key()).filter(|s| s.id == id) {
                     return Some(slot.is_open() && self.shared.expiry(slot, now, false).is_none());
                 }
                 let slot = st.idle.iter().find(|s| s.id == id)?;
@@ -400,9 +462,9 @@ impl<C: Connection> Pool<C> {
 }
 
 /// What a returned connection needs once the endpoint's lock is released.
-enum CheckedIn<C> {
+enum CheckedIn {
     Parked,
-    Close(Slot<C>, CloseReason),
+    Closed(ShutSlot, CloseReason),
 }
 
 /// A slot taken by a checkout.
@@ -446,8 +508,8 @@ impl<C: Connection> Shared<C> {
                         active: 0,
                         parked: FxHashMap::default(),
                         reused: 0,
-                        retired: false,
                     }),
+                    retired: AtomicBool::new(false),
                 })
             })
             .clone()
@@ -455,7 +517,7 @@ impl<C: Connection> Shared<C> {
 
     /// Runs `f` on the endpoint of a live connection; `None` for an unknown id.
     fn with_host_of<R>(&self, id: ConnId, f: impl FnOnce(&Host<C>) -> Option<R>) -> Option<R> {
-        let host = self.ids.get(&id)?;
+        let host = self.ids.get(&id.slot_key())?;
         f(&host)
     }
 
@@ -483,16 +545,15 @@ impl<C: Connection> Shared<C> {
         let mut evicted_once = false;
         loop {
             let host = fresh_host.as_ref().unwrap_or(host);
-            let (attempt, discarded) = self.take_once(host, how);
-            for (slot, reason) in discarded {
-                self.close(slot, reason);
+            let (attempt, closed) = self.take_once(host, how);
+            for (shut, reason) in closed {
+                self.forget(shut, reason);
             }
             match attempt {
                 Attempt::Got(taken, new_id) => {
-                    // Indexed after the endpoint's lock is released: `ids` is always locked
-                    // before an endpoint, never after.
+                    // Indexed after the endpoint's lock is released (see the lock order).
                     if let Some(id) = new_id {
-                        self.ids.insert(id, host.clone());
+                        self.ids.insert(id.slot_key(), host.clone());
                     }
                     return Ok(taken);
                 }
@@ -506,40 +567,48 @@ impl<C: Connection> Shared<C> {
         }
     }
 
-    /// One try under the endpoint's lock. Also returns the idle slots found dead on the way,
-    /// to be closed once the lock is released.
-    #[allow(clippy::type_complexity)]
-    fn take_once(&self, host: &Arc<Host<C>>, how: Take) -> (Attempt<C>, Vec<(Slot<C>, CloseReason)>) {
+    /// One try under the endpoint's lock. Also returns the idle slots closed on the way (dead,
+    /// expired, or above a lowered limit), whose ids are forgotten once the lock is released.
+    fn take_once(&self, host: &Arc<Host<C>>, how: Take) -> (Attempt<C>, Vec<(ShutSlot, CloseReason)>) {
         let now = self.clock.now();
-        let mut discarded = Vec::new();
+        let mut closed = Vec::new();
         let mut st = host.state.lock();
-        if st.retired {
-            return (Attempt::Retired, discarded);
+        if host.retired.load(SeqCst) {
+            return (Attempt::Retired, closed);
+        }
+        let max_here = self.settings.max_connections_per_endpoint();
+        // Above a lowered limit, idle connections are closed (oldest first), not handed out.
+        while st.active + st.idle.len() > max_here || self.open.load(SeqCst) > self.settings.max_connections() {
+            let Some(slot) = st.idle.pop_front() else { break };
+            closed.push((slot.shut(), CloseReason::Evicted));
+            self.open.fetch_sub(1, SeqCst);
+        }
+        if st.active >= max_here {
+            return (Attempt::Full(Full::Endpoint), closed);
         }
         let mut reusable = None;
         while let Some(slot) = st.idle.pop_back() {
             let reason = if slot.is_open() { self.expiry(&slot, now, true) } else { Some(CloseReason::Unhealthy) };
             match reason {
-                Some(reason) => discarded.push((slot, reason)),
+                Some(reason) => {
+                    closed.push((slot.shut(), reason));
+                    self.open.fetch_sub(1, SeqCst);
+                }
                 None => {
                     reusable = Some(slot);
                     break;
                 }
             }
         }
-        if !discarded.is_empty() {
-            self.open.fetch_sub(discarded.len(), SeqCst);
-        }
         let (slot, reused) = match reusable {
-            Some(slot) => {
+            Some(mut slot) => {
                 st.reused += 1;
+                slot.id = slot.id.next_checkout();
                 (slot, true)
             }
-            None if how == Take::IdleOnly => return (Attempt::NoIdle, discarded),
-            None if st.active + st.idle.len() >= self.settings.max_connections_per_endpoint() => {
-                return (Attempt::Full(Full::Endpoint), discarded);
-            }
-            None if !self.reserve_one() => return (Attempt::Full(Full::Pool), discarded),
+            None if how == Take::IdleOnly => return (Attempt::NoIdle, closed),
+            None if st.active + st.idle.len() >= max_here => return (Attempt::Full(Full::Endpoint), closed),
+            None if !self.reserve_one() => return (Attempt::Full(Full::Pool), closed),
             None => {
                 self.counters.created();
                 (Slot { id: ConnId::new(), created: now, idle_since: now, conn: None }, false)
@@ -549,12 +618,12 @@ impl<C: Connection> Shared<C> {
         let new_id = (!reused).then_some(slot.id);
         let taken = if how == Take::Park {
             let id = slot.id;
-            st.parked.insert(id, slot);
+            st.parked.insert(id.slot_key(), slot);
             Taken::Parked(id)
         } else {
             Taken::Leased(host.clone(), slot, reused)
         };
-        (Attempt::Got(taken, new_id), discarded)
+        (Attempt::Got(taken, new_id), closed)
     }
 
     /// Counts one more connection against `max_connections`, if there is room.
@@ -563,11 +632,10 @@ impl<C: Connection> Shared<C> {
         self.open.fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1)).is_ok()
     }
 
-    /// Closes a slot already taken out of its endpoint and out of `open`.
-    fn close(&self, slot: Slot<C>, reason: CloseReason) {
+    /// The last step of closing: the slot is already shut and out of every count.
+    fn forget(&self, shut: ShutSlot, reason: CloseReason) {
         self.counters.closed(reason, 1);
-        self.ids.remove(&slot.id);
-        drop(slot);
+        self.ids.remove(&shut.0.slot_key());
     }
 
     /// At `max_connections` with idle connections elsewhere: close the least recently used idle
@@ -583,11 +651,11 @@ impl<C: Connection> Shared<C> {
             }
         }
         let Some((host, _)) = oldest else { return false };
-        let victim = host.state.lock().idle.pop_front();
+        let victim = host.state.lock().idle.pop_front().map(Slot::shut);
         match victim {
-            Some(slot) => {
+            Some(shut) => {
                 self.open.fetch_sub(1, SeqCst);
-                self.close(slot, CloseReason::Evicted);
+                self.forget(shut, CloseReason::Evicted);
                 true
             }
             None => false,
@@ -605,18 +673,20 @@ impl<C: Connection> Shared<C> {
         self.finish_check_in(checked_in);
     }
 
-    fn check_in_locked(&self, st: &mut HostState<C>, mut slot: Slot<C>) -> CheckedIn<C> {
+    fn check_in_locked(&self, st: &mut HostState<C>, mut slot: Slot<C>) -> CheckedIn {
         let now = self.clock.now();
-        st.active -= 1;
         let reason = if slot.is_open() { self.expiry(&slot, now, false) } else { Some(CloseReason::Unhealthy) };
-        match reason {
-            Some(reason) => CheckedIn::Close(slot, reason),
-            None if st.active + st.idle.len() >= self.settings.max_connections_per_endpoint()
-                || self.open.load(SeqCst) > self.settings.max_connections() =>
-            {
-                CheckedIn::Close(slot, CloseReason::Evicted)
+        let above_limit = st.active + st.idle.len() > self.settings.max_connections_per_endpoint()
+            || self.open.load(SeqCst) > self.settings.max_connections();
+        match reason.or(above_limit.then_some(CloseReason::Evicted)) {
+            Some(reason) => {
+                let shut = slot.shut();
+                st.active -= 1;
+                self.open.fetch_sub(1, SeqCst);
+                CheckedIn::Closed(shut, reason)
             }
             None => {
+                st.active -= 1;
                 slot.idle_since = now;
                 st.idle.push_back(slot);
                 CheckedIn::Parked
@@ -625,18 +695,18 @@ impl<C: Connection> Shared<C> {
     }
 
     /// The part of a check-in done after the endpoint's lock is released.
-    fn finish_check_in(self: &Arc<Self>, checked_in: CheckedIn<C>) {
-        if let CheckedIn::Close(slot, reason) = checked_in {
-            self.open.fetch_sub(1, SeqCst);
-            self.close(slot, reason);
+    fn finish_check_in(self: &Arc<Self>, checked_in: CheckedIn) {
+        if let CheckedIn::Closed(shut, reason) = checked_in {
+            self.forget(shut, reason);
         }
         self.serve_waiters_if_any();
     }
 
     fn close_active(&self, host: &Host<C>, slot: Slot<C>, reason: CloseReason) {
+        let shut = slot.shut();
         host.state.lock().active -= 1;
         self.open.fetch_sub(1, SeqCst);
-        self.close(slot, reason);
+        self.forget(shut, reason);
     }
 
     fn serve_waiters_if_any(self: &Arc<Self>) {
@@ -650,14 +720,14 @@ impl<C: Connection> Shared<C> {
         let hosts = self.all_hosts();
         let mut closed = 0;
         for host in &hosts {
-            let mut expired: Vec<(Slot<C>, CloseReason)> = Vec::new();
+            let mut expired = Vec::new();
             {
                 let mut st = host.state.lock();
                 let mut kept = VecDeque::with_capacity(st.idle.len());
                 for slot in st.idle.drain(..) {
                     let reason = if slot.is_open() { self.expiry(&slot, now, true) } else { Some(CloseReason::Unhealthy) };
                     match reason {
-                        Some(reason) => expired.push((slot, reason)),
+                        Some(reason) => expired.push((slot.shut(), reason)),
                         None => kept.push_back(slot),
                     }
                 }
@@ -667,22 +737,27 @@ impl<C: Connection> Shared<C> {
                 }
             }
             closed += expired.len();
-            for (slot, reason) in expired {
-                self.close(slot, reason);
+            for (shut, reason) in expired {
+                self.forget(shut, reason);
             }
         }
-        for host in &hosts {
-            self.hosts.remove_if(&host.endpoint, |_, h| {
-                let mut st = h.state.lock();
-                let empty = st.active == 0 && st.idle.is_empty();
-                if empty {
-                    st.retired = true;
-                    self.counters.reused(std::mem::take(&mut st.reused));
-                }
-                empty
-            });
+        {
+            let _retiring = self.retire.lock();
+            self.retire_seq.fetch_add(1, SeqCst);
+            for host in &hosts {
+                self.hosts.remove_if(&host.endpoint, |_, h| {
+                    let mut st = h.state.lock();
+                    let empty = st.active == 0 && st.idle.is_empty();
+                    if empty {
+                        h.retired.store(true, SeqCst);
+                        self.counters.reused(std::mem::take(&mut st.reused));
+                    }
+                    empty
+                });
+            }
+            self.retire_seq.fetch_add(1, SeqCst);
         }
-        self.origins.retain(|_, route| !route.0.state.lock().retired);
+        self.origins.retain(|_, route| !route.0.retired.load(SeqCst));
         if closed > 0 {
             self.serve_waiters_if_any();
         }
@@ -690,6 +765,20 @@ impl<C: Connection> Shared<C> {
     }
 
     fn stats(&self) -> PoolStats {
+        loop {
+            let seq = self.retire_seq.load(SeqCst);
+            if seq % 2 == 1 {
+                thread::yield_now();
+                continue;
+            }
+            let stats = self.stats_once();
+            if self.retire_seq.load(SeqCst) == seq {
+                return stats;
+            }
+        }
+    }
+
+    fn stats_once(&self) -> PoolStats {
         let mut endpoints = Vec::new();
         let (mut active, mut idle, mut reused) = (0, 0, 0);
         for entry in self.hosts.iter() {

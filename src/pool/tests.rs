@@ -53,10 +53,11 @@ fn reuses_the_most_recently_used_idle_connection() {
     drop(a);
     drop(b);
     let c = p.try_get(&p.route(&e)).unwrap();
-    assert_eq!(c.id(), idb);
+    assert_eq!(c.id().slot_key(), idb.slot_key());
+    assert_ne!(c.id(), idb, "a new checkout gets a new id");
     assert!(c.is_reused());
     let d = p.try_get(&p.route(&e)).unwrap();
-    assert_eq!(d.id(), ida);
+    assert_eq!(d.id().slot_key(), ida.slot_key());
     let s = p.stats();
     assert_eq!((s.active, s.idle, s.counters.created, s.counters.reused), (2, 0, 2, 2));
 }
@@ -310,7 +311,7 @@ fn invariants_hold_under_many_threads() {
     const ROUNDS: usize = 2_000;
     let p = pool(12, 5);
     let endpoints: Vec<Route<()>> = ["http://a", "http://b", "http://c"].iter().map(|s| p.route(&ep(s))).collect();
-    let leased: Arc<Mutex<HashSet<ConnId>>> = Arc::default();
+    let leased: Arc<Mutex<HashSet<SlotKey>>> = Arc::default();
     let start = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -321,12 +322,12 @@ fn invariants_hold_under_many_threads() {
                     let e = &endpoints[(t + i) % endpoints.len()];
                     let got = if i % 3 == 0 { p.wait(e, Some(Duration::from_secs(10))).ok() } else { p.try_get(e).ok() };
                     let Some(lease) = got else { continue };
-                    assert!(leased.lock().insert(lease.id()), "an id was leased twice");
+                    assert!(leased.lock().insert(lease.id().slot_key()), "a connection was leased twice");
                     // Per-endpoint counts are read under each endpoint's lock; the overall
                     // count against the limit is the reservation counter.
                     assert!(p.shared.open.load(SeqCst) <= 12);
                     assert!(p.stats().endpoints.iter().all(|(_, c)| c.total() <= 5));
-                    assert!(leased.lock().remove(&lease.id()));
+                    assert!(leased.lock().remove(&lease.id().slot_key()));
                     match i % 7 {
                         0 => Lease::discard(lease, CloseReason::NotReusable),
                         1 => {
@@ -385,4 +386,165 @@ fn cancelled_waits_never_lose_a_connection() {
     assert!(s.idle <= 3);
     assert!(p.shared.waiters.lock().is_empty());
     assert_consistent(&p);
+}
+
+#[test]
+fn a_stale_id_cannot_touch_a_later_checkout() {
+    let p = pool(10, 1);
+    let r = p.route(&ep("http://h"));
+    let x = p.try_get_id(&r).unwrap();
+    assert!(p.return_by_id(x));
+    let b = p.try_get_id(&r).unwrap();
+    assert_eq!(b.slot_key(), x.slot_key(), "the same connection");
+    assert_ne!(b, x, "under a new id");
+    assert!(!p.return_by_id(x), "a late second return is refused");
+    assert!(!p.remove_by_id(x), "a late remove is refused");
+    assert!(!p.is_healthy(x), "a stale id names nothing");
+    assert!(p.is_healthy(b));
+    assert_eq!(p.try_get_id(&r), Err(Full::Endpoint), "b still holds the only connection");
+    assert_eq!(p.stats().active, 1);
+    assert!(p.return_by_id(b));
+    assert_consistent(&p);
+}
+
+#[test]
+fn a_lowered_limit_holds_for_reuse_too() {
+    let p = pool(10, 4);
+    let r = p.route(&ep("http://h"));
+    let leases: Vec<_> = (0..4).map(|_| p.try_get(&r).unwrap()).collect();
+    drop(leases);
+    p.configure(settings(10, 1)).unwrap();
+    let a = p.try_get(&r).unwrap();
+    assert_eq!(p.try_get(&r).unwrap_err(), Full::Endpoint);
+    assert_eq!(p.try_get_id(&r), Err(Full::Endpoint));
+    let s = p.stats();
+    assert_eq!((s.active, s.idle), (1, 0), "the surplus idle connections are closed");
+    assert_eq!(s.counters.closed_by(CloseReason::Evicted), 3);
+    drop(a);
+
+    // The overall limit, lowered below the idle connections of one endpoint.
+    let p = pool(4, 4);
+    let r = p.route(&ep("http://h"));
+    drop((0..4).map(|_| p.try_get(&r).unwrap()).collect::<Vec<_>>());
+    p.configure(settings(1, 4)).unwrap();
+    let a = p.try_get(&r).unwrap();
+    assert_eq!(p.try_get(&r).unwrap_err(), Full::Pool);
+    assert_eq!(p.stats().total(), 1);
+    drop(a);
+    assert_consistent(&p);
+}
+
+/// A connection that counts how many are alive (not yet dropped, that is closed), per endpoint
+/// and overall, and checks the limits when it opens.
+struct Live {
+    alive: [Arc<AtomicUsize>; 2],
+    open: AtomicBool,
+}
+
+impl Live {
+    fn open(endpoint: &Arc<AtomicUsize>, overall: &Arc<AtomicUsize>, limits: (usize, usize)) -> Live {
+        let here = endpoint.fetch_add(1, SeqCst) + 1;
+        let all = overall.fetch_add(1, SeqCst) + 1;
+        assert!(here <= limits.0, "{here} connections alive to one endpoint with a limit of {}", limits.0);
+        assert!(all <= limits.1, "{all} connections alive with a limit of {}", limits.1);
+        Live { alive: [endpoint.clone(), overall.clone()], open: AtomicBool::new(true) }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        for a in &self.alive {
+            a.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+impl Connection for Live {
+    fn is_open(&self) -> bool {
+        self.open.load(SeqCst)
+    }
+}
+
+#[test]
+fn a_connection_counts_until_it_is_closed() {
+    // Invariant 3 as a server sees it: a new connection is opened only once an old one is
+    // really closed, whichever way it goes (discarded, broken, expired, evicted).
+    const THREADS: usize = 8;
+    let p: Pool<Live> = Pool::new(Settings { idle_timeout: Some(Duration::from_millis(1)), ..settings(3, 2) }).unwrap();
+    let routes: Vec<Route<Live>> = ["http://a", "http://b"].iter().map(|s| p.route(&ep(s))).collect();
+    let alive: Vec<Arc<AtomicUsize>> = (0..routes.len()).map(|_| Arc::default()).collect();
+    let overall: Arc<AtomicUsize> = Arc::default();
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (p, routes, alive, overall) = (p.clone(), routes.clone(), alive.clone(), overall.clone());
+            thread::spawn(move || {
+                for i in 0..20_000usize {
+                    let e = (t + i) % routes.len();
+                    let mut lease = p.wait(&routes[e], Some(Duration::from_secs(10))).expect("starved");
+                    if lease.conn().is_none() {
+                        lease.set_conn(Live::open(&alive[e], &overall, (2, 3)));
+                    }
+                    match (i * 7 + t) % 5 {
+                        0 => Lease::discard(lease, CloseReason::NotReusable),
+                        1 => {
+                            lease.conn().unwrap().open.store(false, SeqCst);
+                            drop(lease);
+                        }
+                        _ => drop(lease),
+                    }
+                    if i % 50 == 0 {
+                        p.cleanup();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let s = p.stats();
+    assert_eq!(s.active, 0);
+    assert_eq!(overall.load(SeqCst), s.idle, "every connection the pool no longer holds is closed");
+}
+
+#[test]
+fn counters_never_go_down_while_cleanup_retires_endpoints() {
+    let p = pool(100, 10);
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let (p, stop) = (p.clone(), stop.clone());
+        thread::spawn(move || {
+            let mut i = 0usize;
+            while !stop.load(SeqCst) {
+                let r = p.route(&ep(&format!("http://h{}", i % 50)));
+                drop(p.try_get(&r).unwrap());
+                // Reused, then closed: the endpoint is empty with one reuse to its name.
+                Lease::discard(p.try_get(&r).unwrap(), CloseReason::NotReusable);
+                i += 1;
+            }
+        })
+    };
+    let cleaner = {
+        let (p, stop) = (p.clone(), stop.clone());
+        thread::spawn(move || {
+            while !stop.load(SeqCst) {
+                p.cleanup();
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_millis(700);
+    let mut last = p.stats().counters;
+    let mut reads = 0u64;
+    while Instant::now() < deadline {
+        let now = p.stats().counters;
+        assert!(now.reused >= last.reused, "reused went down: {} then {}", last.reused, now.reused);
+        assert!(now.created >= last.created);
+        assert!(now.closed_total() >= last.closed_total());
+        last = now;
+        reads += 1;
+    }
+    stop.store(true, SeqCst);
+    worker.join().unwrap();
+    cleaner.join().unwrap();
+    assert!(reads > 100 && last.reused > 100, "the race was exercised ({reads} reads, {} reuses)", last.reused);
 }

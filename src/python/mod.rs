@@ -5,7 +5,7 @@ mod engine;
 mod errors;
 mod registry;
 
-use crate::pool::{seconds, ConnId, Lease, Pool, PoolStats, Route, Settings};
+use crate::pool::{seconds, ConnId, Endpoint, Lease, Pool, PoolStats, Route, Settings};
 use errors::{endpoint_error, pool_timeout, settings_error, wrong_type};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -146,7 +146,7 @@ fn stats_dict<'py>(py: Python<'py>, name: &str, s: &PoolStats, settings: &Settin
 /// Takes a connection, waiting (GIL released, first come first served) up to `timeout`.
 fn acquire_lease(py: Python<'_>, pool: &Pool<Conn>, route: &Route<Conn>, timeout: Option<Duration>) -> PyResult<Lease<Conn>> {
     let mut ticket = match pool.get_or_queue(route) {
-        Ok(lease) => return Ok(lease),
+        Ok(lease) => return hand_over(py, lease),
         Err(ticket) => ticket,
     };
     let deadline = timeout.map(|t| Instant::now() + t);
@@ -154,7 +154,7 @@ fn acquire_lease(py: Python<'_>, pool: &Pool<Conn>, route: &Route<Conn>, timeout
         let slice_end = Instant::now() + SIGNAL_CHECK_INTERVAL;
         let until = deadline.map_or(slice_end, |d| d.min(slice_end));
         if let Some(lease) = py.detach(|| ticket.wait_until(Some(until))) {
-            return Ok(lease);
+            return hand_over(py, lease);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             pool.record_wait_timeout();
@@ -163,6 +163,15 @@ fn acquire_lease(py: Python<'_>, pool: &Pool<Conn>, route: &Route<Conn>, timeout
         // KeyboardInterrupt and friends end the wait; dropping the ticket leaves the queue.
         py.check_signals()?;
     }
+}
+
+/// The last step before a lease becomes an id in the caller's hands. A signal that arrived
+/// meanwhile (Ctrl-C) would otherwise raise right after this call returns, and the id would be
+/// lost with the connection checked out for good: its handler runs here instead, and if it
+/// raises, the connection goes back.
+fn hand_over<T>(py: Python<'_>, held: T) -> PyResult<T> {
+    py.check_signals()?;
+    Ok(held)
 }
 
 /// A connection pool shared by every handle with the same name.
@@ -203,7 +212,12 @@ impl PySimpleConnectionPool {
         let pool = self.handle.pool();
         let endpoint = endpoint.cast::<PyString>().map_err(|_| wrong_type("endpoint", "a str", endpoint))?;
         let id = pool.with_route_str(endpoint.to_str()?, |route| pool.try_get_id(route).ok()).map_err(endpoint_error)?;
-        Ok(id.map(|id| id_str(py, id)))
+        let Some(id) = id else { return Ok(None) };
+        if let Err(interrupted) = hand_over(py, ()) {
+            pool.return_by_id(id);
+            return Err(interrupted);
+        }
+        Ok(Some(id_str(py, id)))
     }
 }
 
@@ -262,12 +276,11 @@ impl PySimpleConnectionPool {
     /// the connection on normal exit, and removes it when the block raises.
     #[pyo3(signature = (endpoint, timeout = None))]
     fn connection(&self, endpoint: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<ConnectionContext> {
-        let pool = self.handle.pool().into_owned();
         Ok(ConnectionContext {
-            route: route_arg(&pool, endpoint)?,
-            pool,
+            endpoint: route_arg(&self.handle.pool(), endpoint)?.endpoint().clone(),
+            handle: self.handle.clone(),
             timeout: timeout_arg(timeout, "timeout")?,
-            id: parking_lot::Mutex::new(None),
+            state: parking_lot::Mutex::new(ContextState::Ready),
         })
     }
 
@@ -317,37 +330,93 @@ impl PySimpleConnectionPool {
 }
 
 /// The context manager returned by `SimpleConnectionPool.connection()`.
+///
+/// It keeps the pool's name, not the pool, so that one made before `os.fork()` uses the
+/// child's own pool in the child.
 #[pyclass(module = "fast_litellm._core", frozen)]
 pub struct ConnectionContext {
-    pool: Pool<Conn>,
-    route: Route<Conn>,
+    handle: Handle,
+    endpoint: Endpoint,
     timeout: Option<Duration>,
-    id: parking_lot::Mutex<Option<ConnId>>,
+    state: parking_lot::Mutex<ContextState>,
+}
+
+/// Where a connection context is. `Entering` is claimed under the lock before the (blocking,
+/// GIL-free) acquire, so a second thread entering the same context is refused, never let
+/// through to overwrite the first one's id.
+enum ContextState {
+    Ready,
+    Entering,
+    Entered(ConnId),
+}
+
+impl ConnectionContext {
+    fn acquire_id(&self, py: Python<'_>) -> PyResult<ConnId> {
+        let pool = self.handle.pool();
+        let lease = acquire_lease(py, &pool, &pool.route(&self.endpoint), self.timeout)?;
+        Ok(pool.check_out_by_id(lease))
+    }
 }
 
 #[pymethods]
 impl ConnectionContext {
     fn __enter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        if self.id.lock().is_some() {
-            return Err(PyValueError::new_err("this connection context is already entered"));
+        {
+            let mut state = self.state.lock();
+            if !matches!(*state, ContextState::Ready) {
+                return Err(PyValueError::new_err("this connection context is already entered"));
+            }
+            *state = ContextState::Entering;
         }
-        let lease = acquire_lease(py, &self.pool, &self.route, self.timeout)?;
-        let id = self.pool.check_out_by_id(lease);
-        *self.id.lock() = Some(id);
-        Ok(id_str(py, id))
+        let acquired = self.acquire_id(py);
+        let mut state = self.state.lock();
+        match acquired {
+            Ok(id) => {
+                *state = ContextState::Entered(id);
+                Ok(id_str(py, id))
+            }
+            Err(e) => {
+                *state = ContextState::Ready;
+                Err(e)
+            }
+        }
     }
 
     #[pyo3(signature = (*exc))]
     fn __exit__(&self, exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
         let raised = exc.get_item(0).is_ok_and(|t| !t.is_none());
-        if let Some(id) = self.id.lock().take() {
-            if raised {
-                self.pool.remove_by_id(id);
-            } else {
-                self.pool.return_by_id(id);
+        // Only an entered context gives its connection back; one another thread is still
+        // entering is left to that thread.
+        let entered = {
+            let mut state = self.state.lock();
+            match *state {
+                ContextState::Entered(id) => {
+                    *state = ContextState::Ready;
+                    Some(id)
+                }
+                _ => None,
             }
+        };
+        match entered {
+            Some(id) if raised => {
+                self.handle.pool().remove_by_id(id);
+            }
+            Some(id) => {
+                self.handle.pool().return_by_id(id);
+            }
+            None => {}
         }
         Ok(false)
+    }
+}
+
+impl Drop for ConnectionContext {
+    /// Entered and never exited (an exception between `__enter__` and the block): the
+    /// connection's use is unknown, so it is closed rather than leaked.
+    fn drop(&mut self) {
+        if let ContextState::Entered(id) = *self.state.get_mut() {
+            self.handle.pool().remove_by_id(id);
+        }
     }
 }
 

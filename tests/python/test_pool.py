@@ -1,6 +1,7 @@
 """The pool's Python API: every documented behaviour, each rule for bad input."""
 
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -21,8 +22,12 @@ def fresh(**settings):
 
 
 def counts(pool):
+    """(active, idle), after checking the open connections against the counters: every
+    connection created and not yet closed is open. (`total == active + idle` would prove
+    nothing: the stats compute the total as that sum.)"""
     s = pool.get_stats()
-    assert s["total_connections"] == s["active_connections"] + s["idle_connections"]
+    closed = sum(s["connections_closed"].values())
+    assert s["total_connections"] == s["connections_created"] - closed, s
     return s["active_connections"], s["idle_connections"]
 
 
@@ -142,8 +147,13 @@ def test_ids_are_uuid4_strings_and_the_most_recent_idle_is_reused():
     assert a != b
     pool.return_connection(a)
     pool.return_connection(b)
-    assert pool.get_connection("http://h") == b
-    assert pool.get_connection("http://h") == a
+    # Ids name one checkout: a reused connection comes under a new id, and its old id names
+    # nothing any more. The most recently returned one (b's) is taken first.
+    c = pool.get_connection("http://h")
+    assert c not in (a, b) and uuid.UUID(c).version == 4
+    assert not pool.health_check(b) and pool.health_check(a), "c took b's connection, a's is idle"
+    d = pool.get_connection("http://h")
+    assert d not in (a, b, c) and not pool.health_check(a)
     s = pool.get_stats()
     assert (s["connections_created"], s["connections_reused"]) == (2, 2)
 
@@ -166,6 +176,9 @@ def test_per_endpoint_and_overall_limits():
 
 
 def test_limits_hold_under_many_threads():
+    # Pool calls hold the GIL, so these threads make one pool call at a time: this checks the
+    # limits across interleavings of calls, not concurrency inside the pool (the Rust tests do
+    # that: cargo test).
     pool = fresh(max_connections=6, max_connections_per_endpoint=4)
     endpoints = ["http://a", "http://b", "http://c"]
     errors = []
@@ -257,7 +270,8 @@ def test_connection_context_manager_returns_or_removes():
     with pytest.raises(RuntimeError):
         with pool.connection("http://h") as conn_id2:
             raise RuntimeError("request failed")
-    assert conn_id2 == conn_id
+    assert conn_id2 != conn_id, "a new checkout, a new id"
+    assert pool.get_stats()["connections_reused"] == 1
     assert counts(pool) == (0, 0)
     assert pool.get_stats()["connections_closed"]["removed"] == 1
 
@@ -389,28 +403,67 @@ def test_stats_schema():
     pool.return_connection(conn_id)
 
 
-def test_total_is_active_plus_idle_at_every_observation():
+def test_counts_match_the_tests_own_ledger_at_every_observation():
+    """Threads take and give back connections and write down what they hold; an observer
+    compares each snapshot with that ledger. A lock around each pool call and its ledger entry
+    (and around each observation) makes the comparison exact.
+
+    Pool calls hold the GIL, so these threads make one pool call at a time: this checks the
+    counts across interleavings of calls, not concurrency inside the pool (the Rust tests do
+    that: cargo test)."""
     pool = fresh(max_connections_per_endpoint=3)
+    origins = {"http://a": "http://a:80", "http://b": "http://b:80"}
+    lock = threading.Lock()
+    held = {}  # id -> origin, what the threads hold
+    given_back = [0]
     stop = threading.Event()
+    errors = []
 
-    def churn():
+    def churn(n):
+        rng = random.Random(n)
+        mine = []
         while not stop.is_set():
-            ids = [pool.get_connection(e) for e in ("http://a", "http://b", "http://a")]
-            for conn_id in ids:
-                pool.return_connection(conn_id)
+            with lock:
+                if mine and (len(mine) >= 3 or rng.random() < 0.5):
+                    cid = mine.pop(rng.randrange(len(mine)))
+                    del held[cid]
+                    if pool.return_connection(cid) is not True:
+                        errors.append(f"return of held {cid} was not True")
+                    given_back[0] += 1
+                else:
+                    endpoint = rng.choice(list(origins))
+                    cid = pool.get_connection(endpoint)
+                    if cid is not None:
+                        if cid in held:
+                            errors.append(f"{cid} leased twice")
+                        held[cid] = origins[endpoint]
+                        mine.append(cid)
+        with lock:
+            for cid in mine:
+                del held[cid]
+                pool.return_connection(cid)
 
-    threads = [threading.Thread(target=churn) for _ in range(4)]
+    threads = [threading.Thread(target=churn, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
     try:
         for _ in range(2000):
-            s = pool.get_stats()
-            assert s["total_connections"] == s["active_connections"] + s["idle_connections"]
-            assert s["total_connections"] == sum(e["total"] for e in s["endpoints"].values())
+            with lock:
+                s = pool.get_stats()
+                expected = {o: sum(1 for v in held.values() if v == o) for o in origins.values()}
+                assert s["active_connections"] == len(held), (s, held)
+                for origin, n in expected.items():
+                    assert s["endpoints"].get(origin, {"active": 0})["active"] == n, (origin, s, held)
+                    assert s["endpoints"].get(origin, {"total": 0})["total"] <= 3, s
+                assert s["total_connections"] == s["connections_created"] - sum(s["connections_closed"].values())
+                assert s["connections_created"] + s["connections_reused"] == len(held) + given_back[0], s
     finally:
         stop.set()
         for t in threads:
             t.join()
+    assert errors == []
+    assert given_back[0] > 100, "the threads hardly ran"
+    assert counts(pool)[0] == 0
 
 
 # --- named pools and settings ---------------------------------------------------------------

@@ -2,13 +2,19 @@
 cycles and a hundred thousand HTTP requests."""
 
 import asyncio
+import os
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 
 from fast_litellm import AsyncHTTPTransport, HTTPTransport, SimpleConnectionPool
 from local_server import Server
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+from pool_ledger import run_id_api_stress  # noqa: E402 - shared with tests/python
 
 MB = 1024 * 1024
 
@@ -86,3 +92,17 @@ def test_memory_over_a_hundred_thousand_http_requests(capsys):
         print(f"\n100,000 HTTP requests: resident memory grew by {grown / MB:.2f} MB")
     assert pool.get_stats()["active_connections"] == 0
     assert grown < 10 * MB, f"resident memory grew by {grown / MB:.1f} MB"
+
+
+def test_the_id_api_under_a_minute_of_random_use_against_a_ledger(capsys):
+    """8 threads: get / acquire / connection() / return / remove / stale ids / health / cleanup /
+    configure on 3 endpoints, checked against the test's own ledger of held ids (see
+    tests/python/pool_ledger.py). FAST_LITELLM_LEDGER_SECONDS sets the length (default 60),
+    FAST_LITELLM_LEDGER_SEED the seed (default: a new one each run, named in any failure)."""
+    seconds = float(os.environ.get("FAST_LITELLM_LEDGER_SECONDS", "60"))
+    seed = int(os.environ.get("FAST_LITELLM_LEDGER_SEED", time.time_ns() % 1_000_000))
+    summary = run_id_api_stress(seconds=seconds, workers=8, seed=seed)
+    with capsys.disabled():
+        ops = summary["ops"]
+        print(f"\nid API under random use for {seconds:.0f} s: {sum(ops.values()):,} operations, "
+              f"every one as the ledger expected ({', '.join(f'{k} {v:,}' for k, v in ops.items())})")
