@@ -1,6 +1,7 @@
 //! One HTTP/1.1 connection: TCP, TLS where the scheme is https, hyper's client on top, and a
 //! record of the socket's progress that the read and write timeouts are measured against.
 
+use super::head::{Capture, MAX_FIELDS, MAX_HEAD_SIZE};
 use super::{now, HttpError, Timeouts};
 use crate::pool::{Connection, Endpoint, Scheme};
 use bytes::Bytes;
@@ -10,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,27 +28,70 @@ pub struct HttpConn {
     pub sender: http1::SendRequest<RequestBody>,
     pub activity: Arc<Activity>,
     driver: AbortHandle,
+    /// The same socket as the one hyper's task owns (a second descriptor of it), so that a drop
+    /// shuts it down at that moment, not whenever the runtime gets to the aborted task: the pool
+    /// counts a connection until this is done, and a server never sees more than the limits.
+    socket: std::net::TcpStream,
+    /// Which process made it: a forked child must not shut down its parent's sockets.
+    fork_generation: usize,
+    tls: bool,
+    /// Not to be reused from this moment on (monotonic nanoseconds; 0: no such moment): the
+    /// server said when it closes idle connections (`Keep-Alive: timeout=N`).
+    reuse_until: AtomicU64,
+}
+
+impl HttpConn {
+    /// The server closes this connection after it has been idle for `idle`: stop reusing it a
+    /// little before that, so a request never races the server's close.
+    pub fn server_closes_idle_after(&self, idle: Duration) {
+        let margin = (idle / 2).min(Duration::from_secs(1));
+        self.reuse_until.store(now().saturating_add(nanos(idle - margin)).max(1), Relaxed);
+    }
 }
 
 impl Connection for HttpConn {
     /// hyper's connection task keeps reading an idle socket, so a peer's close (or a broken
-    /// socket) ends the task and closes the sender.
+    /// socket) ends the task and closes the sender. The socket itself is looked at too, as
+    /// httpcore does before reusing a connection: a close can be in the kernel before hyper's
+    /// task has run, and a request written then would be lost.
     fn is_open(&self) -> bool {
-        !self.sender.is_closed()
+        let until = self.reuse_until.load(Relaxed);
+        !self.sender.is_closed() && (until == 0 || now() < until) && self.socket_is_idle_and_open()
+    }
+}
+
+impl HttpConn {
+    fn socket_is_idle_and_open(&self) -> bool {
+        use rustix::net::{recv, RecvFlags};
+        let mut byte = [std::mem::MaybeUninit::uninit(); 1];
+        match recv(&self.socket, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            Err(rustix::io::Errno::AGAIN) => true,
+            // The peer closed it, or it broke.
+            Ok((_, 0)) | Err(_) => false,
+            // Bytes nobody asked for on an idle HTTP/1.1 connection: it cannot carry a request.
+            // Over TLS they may be records for rustls (session tickets), read by hyper's task.
+            Ok(_) => self.tls,
+        }
     }
 }
 
 impl Drop for HttpConn {
     fn drop(&mut self) {
+        if self.fork_generation == super::runtime::fork_generation() {
+            let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        }
         self.driver.abort();
     }
 }
 
-/// When the socket last made progress, and since when a write has been stuck.
+/// When the socket last made progress, since when a write has been stuck, whether a write
+/// failed, and the bytes read while a response head is awaited.
 #[derive(Debug, Default)]
 pub struct Activity {
     last_progress: AtomicU64,
     write_blocked_since: AtomicU64,
+    write_failed: AtomicBool,
+    pub head: Capture,
 }
 
 const NOT_BLOCKED: u64 = 0;
@@ -59,6 +103,11 @@ impl Activity {
 
     pub fn write_blocked(&self) -> bool {
         self.write_blocked_since.load(Relaxed) != NOT_BLOCKED
+    }
+
+    /// True once writing to the socket failed (so an I/O error is a write error).
+    pub fn write_failed(&self) -> bool {
+        self.write_failed.load(Relaxed)
     }
 
     /// The moment a timeout fires if nothing moves, and which timeout it is.
@@ -87,6 +136,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.activity.touch();
+            self.activity.head.record(&buf.filled()[before..]);
         }
         result
     }
@@ -130,8 +180,11 @@ impl<S> Tracked<S> {
                     self.activity.write_blocked_since.store(now().max(1), Relaxed);
                 }
             }
-            Poll::Ready(_) => {
+            Poll::Ready(result) => {
                 self.activity.write_blocked_since.store(NOT_BLOCKED, Relaxed);
+                if result.is_err() {
+                    self.activity.write_failed.store(true, Relaxed);
+                }
                 self.activity.touch();
             }
         }
@@ -160,7 +213,13 @@ macro_rules! delegate {
 
 impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, s => s.poll_read(cx, buf))
+        match delegate!(self, s => s.poll_read(cx, buf)) {
+            // A TLS peer that closes without close_notify: the end of the stream, as httpx (and
+            // Python's ssl module by default) takes it. A body cut short this way is still
+            // caught, by its Content-Length or chunked framing.
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(())),
+            other => other,
+        }
     }
 }
 
@@ -187,7 +246,7 @@ impl AsyncWrite for Stream {
 
 /// Opens a connection: DNS, TCP (each address in turn), TLS for https, the HTTP/1.1 handshake.
 /// The whole is bounded by the connect timeout.
-pub async fn connect(endpoint: &Endpoint, tls: Option<&Arc<ClientConfig>>, timeouts: &Timeouts) -> Result<HttpConn, HttpError> {
+pub async fn connect(endpoint: &Endpoint, tls: &Arc<ClientConfig>, timeouts: &Timeouts) -> Result<HttpConn, HttpError> {
     let work = open(endpoint, tls);
     match timeouts.connect {
         Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| HttpError::ConnectTimeout)?,
@@ -195,7 +254,7 @@ pub async fn connect(endpoint: &Endpoint, tls: Option<&Arc<ClientConfig>>, timeo
     }
 }
 
-async fn open(endpoint: &Endpoint, tls: Option<&Arc<ClientConfig>>) -> Result<HttpConn, HttpError> {
+async fn open(endpoint: &Endpoint, tls: &Arc<ClientConfig>) -> Result<HttpConn, HttpError> {
     let host = endpoint.host_bare();
     let addrs = tokio::net::lookup_host((host, endpoint.port()))
         .await
@@ -216,11 +275,13 @@ async fn open(endpoint: &Endpoint, tls: Option<&Arc<ClientConfig>>) -> Result<Ht
         None => HttpError::Connect("name resolution gave no address".into()),
     })?;
     tcp.set_nodelay(true).map_err(|e| HttpError::Connect(e.to_string()))?;
+    let socket = std::net::TcpStream::from(
+        std::os::fd::AsFd::as_fd(&tcp).try_clone_to_owned().map_err(|e| HttpError::Connect(e.to_string()))?,
+    );
     let stream = match endpoint.scheme() {
         Scheme::Http => Stream::Plain(tcp),
         Scheme::Https => {
-            let config = tls.ok_or_else(|| HttpError::Config("https needs a TLS configuration".into()))?;
-            let tls_stream = TlsConnector::from(config.clone())
+            let tls_stream = TlsConnector::from(tls.clone())
                 .connect(super::tls::server_name(host)?, tcp)
                 .await
                 .map_err(|e| HttpError::Connect(format!("TLS handshake failed: {e}")))?;
@@ -231,6 +292,9 @@ async fn open(endpoint: &Endpoint, tls: Option<&Arc<ClientConfig>>) -> Result<Ht
     activity.touch();
     let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
     let (sender, connection) = http1::Builder::new()
+        .max_headers(MAX_FIELDS)
+        .max_header_size(MAX_HEAD_SIZE)
+        .allow_obsolete_multiline_headers_in_responses(true)
         .handshake::<_, RequestBody>(io)
         .await
         .map_err(|e| HttpError::Connect(format!("HTTP handshake failed: {e}")))?;
@@ -239,5 +303,13 @@ async fn open(endpoint: &Endpoint, tls: Option<&Arc<ClientConfig>>) -> Result<Ht
         let _ = connection.await;
     })
     .abort_handle();
-    Ok(HttpConn { sender, activity, driver })
+    Ok(HttpConn {
+        sender,
+        activity,
+        driver,
+        socket,
+        fork_generation: super::runtime::fork_generation(),
+        tls: endpoint.scheme() == Scheme::Https,
+        reuse_until: AtomicU64::new(0),
+    })
 }

@@ -2,6 +2,7 @@
 //! bodies streamed chunk by chunk, drain-on-close, timeouts. Knows nothing of Python.
 
 mod conn;
+mod head;
 mod runtime;
 pub mod tls;
 
@@ -11,7 +12,7 @@ pub use runtime::{block_on, reset_after_fork, spawn};
 use crate::pool::{CloseReason, Clock, Endpoint, Lease, Pool, Route, SystemClock};
 use bytes::Bytes;
 use conn::Activity;
-use http::header::{HeaderName, HeaderValue, CONNECTION};
+use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
@@ -19,7 +20,7 @@ use hyper::body::Incoming;
 use rustls::ClientConfig;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,14 +83,6 @@ pub struct DrainPolicy {
     pub max_time: Duration,
 }
 
-/// Bodies being drained in the background, so that a request can wait for their connection
-/// rather than open another.
-#[derive(Debug, Default)]
-struct Drains {
-    in_progress: AtomicUsize,
-    done: tokio::sync::Notify,
-}
-
 /// Counters of one client (one transport).
 #[derive(Debug, Default)]
 pub struct ClientStats {
@@ -101,15 +94,14 @@ pub struct ClientStats {
 
 /// Sends requests over one pool with one set of TLS settings.
 pub struct Client {
-    tls: Option<Arc<ClientConfig>>,
+    tls: Arc<ClientConfig>,
     tls_profile: u32,
     drain: DrainPolicy,
-    drains: Arc<Drains>,
     pub stats: Arc<ClientStats>,
 }
 
 /// A request, as the bindings hand it over: already encoded, body in memory (so it can be sent
-/// again on a fresh connection).
+/// again on a fresh connection when that is safe).
 pub struct RequestParts {
     pub method: Method,
     pub endpoint: Endpoint,
@@ -120,24 +112,41 @@ pub struct RequestParts {
     pub timeouts: Timeouts,
 }
 
+impl RequestParts {
+    /// May be sent again after it may have reached the server: an idempotent method (RFC 9110
+    /// §9.2.2), or a request that carries an idempotency key (the server deduplicates it).
+    fn is_replayable(&self) -> bool {
+        self.method.is_idempotent()
+            || self.headers.iter().any(|(name, _)| name == "idempotency-key" || name == "x-idempotency-key")
+    }
+}
+
 /// The response head, and its body still to be read.
 pub struct Response {
     pub status: u16,
-    pub reason: Option<String>,
+    pub reason: Bytes,
     pub version: Version,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Every field line as the server sent it: wire order, original name case.
+    pub headers: Vec<(Bytes, Bytes)>,
+    /// Body bytes read together with the head (in memory: handing them over never waits).
+    pub body_bytes_read: usize,
+    /// Whether this request opened a new connection (for the `trace` extension).
+    pub new_connection: bool,
     pub body: Body,
+}
+
+impl Response {
+    /// The `Content-Length`, if the body is framed by one.
+    pub fn content_length(&self) -> Option<u64> {
+        let mut lengths = head::tokens(&self.headers, "content-length");
+        let length = std::str::from_utf8(lengths.next()?).ok()?.parse().ok()?;
+        lengths.next().is_none().then_some(length)
+    }
 }
 
 impl Client {
     pub fn new(tls: tls::TlsSettings, drain: DrainPolicy) -> Result<Client, HttpError> {
-        Ok(Client {
-            tls_profile: tls.profile_id(),
-            tls: Some(tls.client_config()?),
-            drain,
-            drains: Arc::default(),
-            stats: Arc::default(),
-        })
+        Ok(Client { tls_profile: tls.profile_id(), tls: tls.client_config()?, drain, stats: Arc::default() })
     }
 
     /// The pool key for an origin under this client's TLS settings.
@@ -148,18 +157,23 @@ impl Client {
         }
     }
 
-    /// Sends one request and returns once the response head has arrived. A reused connection
-    /// that fails before any response byte arrives is replaced by a fresh one, once.
+    /// Sends one request and returns once the response head has arrived.
+    ///
+    /// A request reaches the server at most once behind the caller's back: it is sent again
+    /// (once, on a fresh connection) only when a reused connection failed before any response
+    /// byte arrived and either no byte of the request was written (hyper hands the request
+    /// back) or the request is replayable. Otherwise the error reaches the caller, whose own
+    /// retry policy decides (the openai SDK and LiteLLM have one).
     pub async fn send(&self, pool: &Pool<HttpConn>, request: RequestParts) -> Result<Response, HttpError> {
         self.stats.requests.fetch_add(1, Relaxed);
         let route = pool.route(&request.endpoint);
         let mut retried = false;
         loop {
-            let lease = self.checkout(pool, &route, request.timeouts.pool).await?;
+            let lease = checkout(pool, &route, request.timeouts.pool).await?;
             let mut in_flight = InFlight(Some(lease));
-            let reused = in_flight.lease().conn().is_some();
-            if !reused {
-                match conn::connect(&request.endpoint, self.tls.as_ref(), &request.timeouts).await {
+            let new_connection = in_flight.lease().conn().is_none();
+            if new_connection {
+                match conn::connect(&request.endpoint, &self.tls, &request.timeouts).await {
                     Ok(conn) => in_flight.lease_mut().set_conn(conn),
                     Err(e) => {
                         in_flight.discard(CloseReason::ConnectFailed);
@@ -168,29 +182,51 @@ impl Client {
                 }
             }
             match exchange(&mut in_flight, &request).await {
-                Ok((head, incoming, activity)) => {
-                    let keep_alive = keeps_alive(&head);
+                Ok((head, raw, incoming, activity)) => {
                     let (parts, ()) = head.into_parts();
+                    let (headers, reason, body_bytes_read) = match raw {
+                        Some(raw) => (raw.fields, raw.reason, raw.body_bytes_read),
+                        // Not found in what was recorded (never seen: hyper parsed the same
+                        // bytes): hyper's view, every value kept, names lowercase.
+                        None => (
+                            parts.headers.iter().map(|(k, v)| (Bytes::copy_from_slice(k.as_str().as_bytes()), Bytes::copy_from_slice(v.as_bytes()))).collect(),
+                            Bytes::from_static(parts.status.canonical_reason().unwrap_or("").as_bytes()),
+                            0,
+                        ),
+                    };
+                    if let Err(e) = refuse_what_httpx_refuses(parts.status.as_u16(), &headers) {
+                        in_flight.discard(CloseReason::NotReusable);
+                        return Err(e);
+                    }
+                    let keep_alive = keeps_alive(parts.version, &headers);
                     return Ok(Response {
                         status: parts.status.as_u16(),
-                        reason: parts.extensions.get::<hyper::ext::ReasonPhrase>().map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned()),
+                        reason,
                         version: parts.version,
-                        headers: parts.headers.into_iter().filter_map(|(k, v)| Some((k?, v))).collect(),
+                        body_bytes_read,
+                        new_connection,
                         body: Body {
                             incoming: Some(incoming),
+                            pending_error: None,
                             in_flight,
                             activity,
                             read_timeout: request.timeouts.read,
                             keep_alive,
+                            server_idle_timeout: keep_alive.then(|| server_idle_timeout(&headers)).flatten(),
                             drain: self.drain,
-                            drains: self.drains.clone(),
                             stats: self.stats.clone(),
                         },
+                        headers,
                     });
                 }
-                Err(Failure { error, before_response }) => {
+                Err(Failure { error, sent }) => {
                     in_flight.discard(CloseReason::NotReusable);
-                    if reused && before_response && !retried {
+                    let may_resend = match sent {
+                        Sent::Nothing => true,
+                        Sent::NoResponse => request.is_replayable(),
+                        Sent::Final => false,
+                    };
+                    if !new_connection && may_resend && !retried {
                         retried = true;
                         self.stats.retried.fetch_add(1, Relaxed);
                         continue;
@@ -200,36 +236,49 @@ impl Client {
             }
         }
     }
+}
 
-    /// Waits for a connection, up to the pool timeout. While one of this client's bodies is
-    /// being drained and no connection is idle, waits (within the drain bound) for that one
-    /// first: sequential streaming calls then share one connection instead of opening more.
-    async fn checkout(&self, pool: &Pool<HttpConn>, route: &Route<HttpConn>, limit: Option<Duration>) -> Result<Lease<HttpConn>, HttpError> {
-        if self.drains.in_progress.load(Relaxed) > 0 {
-            let drained = self.drains.done.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
-            if let Some(lease) = pool.try_get_idle(route) {
-                return Ok(lease);
-            }
-            if self.drains.in_progress.load(Relaxed) > 0 {
-                let _ = tokio::time::timeout(self.drain.max_time, drained).await;
-            }
-        }
-        match pool.get_or_queue(route) {
-            Ok(lease) => Ok(lease),
-            Err(ticket) => match limit {
-                None => Ok(ticket.await),
-                Some(limit) => match tokio::time::timeout(limit, ticket).await {
-                    Ok(lease) => Ok(lease),
-                    Err(_) => {
-                        pool.record_wait_timeout();
-                        Err(HttpError::PoolTimeout)
-                    }
-                },
+/// Waits for a connection, up to the pool timeout (first come, first served).
+async fn checkout(pool: &Pool<HttpConn>, route: &Route<HttpConn>, limit: Option<Duration>) -> Result<Lease<HttpConn>, HttpError> {
+    match pool.get_or_queue(route) {
+        Ok(lease) => Ok(lease),
+        Err(ticket) => match limit {
+            None => Ok(ticket.await),
+            Some(limit) => match tokio::time::timeout(limit, ticket).await {
+                Ok(lease) => Ok(lease),
+                Err(_) => {
+                    pool.record_wait_timeout();
+                    Err(HttpError::PoolTimeout)
+                }
             },
-        }
+        },
     }
+}
+
+/// Heads httpx does not accept, refused the same way (its class, `RemoteProtocolError`): a
+/// transfer-coding other than chunked alone (passing it on would hand over undecoded bytes),
+/// and a `101 Switching Protocols` no request asked for.
+fn refuse_what_httpx_refuses(status: u16, headers: &[(Bytes, Bytes)]) -> Result<(), HttpError> {
+    if status == 101 {
+        return Err(HttpError::RemoteProtocol("the server switched protocols (101) without being asked to".into()));
+    }
+    let mut codings = head::tokens(headers, "transfer-encoding").peekable();
+    if codings.peek().is_some() && !(codings.next().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) && codings.next().is_none()) {
+        return Err(HttpError::RemoteProtocol("unsupported Transfer-Encoding (only chunked is accepted)".into()));
+    }
+    Ok(())
+}
+
+/// The server's `Keep-Alive: timeout=N` hint, if it gave one.
+fn server_idle_timeout(headers: &[(Bytes, Bytes)]) -> Option<Duration> {
+    head::tokens(headers, "keep-alive").find_map(|param| {
+        let (name, value) = std::str::from_utf8(param).ok()?.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("timeout") {
+            return None;
+        }
+        let seconds: u64 = value.trim().trim_matches('"').parse().ok()?;
+        Some(Duration::from_secs(seconds.min(24 * 3600)))
+    })
 }
 
 /// A lease in use by a request: if the request is dropped half-way (cancelled, timed out), the
@@ -262,44 +311,68 @@ impl Drop for InFlight {
 
 struct Failure {
     error: HttpError,
-    /// Nothing of the response arrived: the request may be sent again.
-    before_response: bool,
+    sent: Sent,
+}
+
+/// How far a failed exchange got: that decides whether the request may be sent again.
+enum Sent {
+    /// No byte of the request was written (hyper handed it back): safe to send again.
+    Nothing,
+    /// The request may have reached the server, and no response arrived: safe to send again
+    /// only if it is replayable.
+    NoResponse,
+    /// Never sent again: part of a response arrived, a timeout fired, or the request itself is
+    /// at fault.
+    Final,
 }
 
 type Head = http::Response<()>;
 
-async fn exchange(in_flight: &mut InFlight, request: &RequestParts) -> Result<(Head, Incoming, Arc<Activity>), Failure> {
+async fn exchange(
+    in_flight: &mut InFlight,
+    request: &RequestParts,
+) -> Result<(Head, Option<head::RawHead>, Incoming, Arc<Activity>), Failure> {
     let conn = in_flight.lease_mut().conn_mut().expect("connected before the exchange");
     let activity = conn.activity.clone();
-    let mut builder = Request::builder()
-        .method(request.method.clone())
-        .uri(http::Uri::from_maybe_shared(request.target.clone()).map_err(|_| Failure {
-            error: HttpError::LocalProtocol("the request target is not a valid URL path".into()),
-            before_response: false,
-        })?);
+    let local = |message: String| Failure { error: HttpError::LocalProtocol(message), sent: Sent::Final };
+    let mut builder = Request::builder().method(request.method.clone()).uri(
+        http::Uri::from_maybe_shared(request.target.clone())
+            .map_err(|_| local("the request target is not a valid URL path".into()))?,
+    );
     if let Some(headers) = builder.headers_mut() {
         headers.reserve(request.headers.len());
         for (name, value) in &request.headers {
             headers.append(name.clone(), value.clone());
         }
     }
-    let http_request = builder.body(Full::new(request.body.clone())).map_err(|e| Failure {
-        error: HttpError::LocalProtocol(e.to_string()),
-        before_response: false,
-    })?;
+    let http_request = builder.body(Full::new(request.body.clone())).map_err(|e| local(e.to_string()))?;
+    // The last look at the connection before writing: one the server closed while it was
+    // idle is noticed here, with nothing written.
     if conn.sender.ready().await.is_err() {
-        return Err(Failure { error: HttpError::RemoteProtocol("the connection closed while idle".into()), before_response: true });
+        return Err(Failure { error: HttpError::RemoteProtocol("the connection closed while idle".into()), sent: Sent::Nothing });
     }
     activity.touch();
-    let response = watch(&activity, &request.timeouts, conn.sender.send_request(http_request)).await;
+    activity.head.start();
+    let response = watch(&activity, &request.timeouts, conn.sender.try_send_request(http_request)).await;
+    let raw = activity.head.finish();
     match response {
         Ok(Ok(response)) => {
             let (parts, incoming) = response.into_parts();
-            Ok((http::Response::from_parts(parts, ()), incoming, activity))
+            Ok((http::Response::from_parts(parts, ()), raw, incoming, activity))
         }
-        // A parse error means response bytes arrived; anything else failed before the response.
-        Ok(Err(e)) => Err(Failure { before_response: !(e.is_parse() || e.is_parse_status()), error: classify(&e, Phase::Head) }),
-        Err(timeout) => Err(Failure { error: timeout, before_response: false }),
+        Ok(Err(e)) => {
+            let nothing_written = e.message().is_some();
+            let e = e.into_error();
+            let sent = if nothing_written {
+                Sent::Nothing
+            } else if e.is_parse() || e.is_parse_status() {
+                Sent::Final
+            } else {
+                Sent::NoResponse
+            };
+            Err(Failure { error: classify(&e, Phase::Head, &activity), sent })
+        }
+        Err(timeout) => Err(Failure { error: timeout, sent: Sent::Final }),
     }
 }
 
@@ -310,23 +383,27 @@ enum Phase {
 }
 
 /// Maps hyper's errors to httpx's classes.
-fn classify(e: &hyper::Error, phase: Phase) -> HttpError {
+fn classify(e: &hyper::Error, phase: Phase, activity: &Activity) -> HttpError {
     let message = match std::error::Error::source(e) {
         Some(source) => format!("{e}: {source}"),
         None => e.to_string(),
     };
+    let io_kind = io_error_kind(e);
     let peer_closed_early = e.is_incomplete_message()
         || e.is_canceled()
         || e.is_closed()
-        || io_error_kind(e) == Some(std::io::ErrorKind::UnexpectedEof);
-    if e.is_parse() || e.is_parse_status() {
+        || io_kind == Some(std::io::ErrorKind::UnexpectedEof);
+    let bad_framing = matches!(io_kind, Some(std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput));
+    if e.is_parse() || e.is_parse_status() || bad_framing {
+        // A head, or a body's framing (a chunk size line, ...), that does not parse: hyper's
+        // body decoder reports the latter as InvalidInput or InvalidData I/O errors.
         HttpError::RemoteProtocol(message)
     } else if peer_closed_early {
         match phase {
             Phase::Head => HttpError::RemoteProtocol(format!("server disconnected without sending a complete response ({message})")),
             Phase::Body => HttpError::RemoteProtocol(format!("peer closed connection without sending complete message body ({message})")),
         }
-    } else if e.is_body_write_aborted() || e.is_user() {
+    } else if e.is_body_write_aborted() || e.is_user() || (matches!(phase, Phase::Head) && activity.write_failed()) {
         HttpError::Write(message)
     } else {
         HttpError::Read(message)
@@ -346,6 +423,8 @@ fn io_error_kind(e: &hyper::Error) -> Option<std::io::ErrorKind> {
 }
 
 /// Runs `work` while the read and write timeouts are measured against the socket's progress.
+/// Each applies on its own: a write that makes no progress for the write timeout fails even
+/// when there is no read timeout, and the other way round.
 async fn watch<F: Future>(activity: &Activity, timeouts: &Timeouts, work: F) -> Result<F::Output, HttpError> {
     if timeouts.read.is_none() && timeouts.write.is_none() {
         return Ok(work.await);
@@ -353,16 +432,19 @@ async fn watch<F: Future>(activity: &Activity, timeouts: &Timeouts, work: F) -> 
     tokio::pin!(work);
     loop {
         let now = now();
-        let Some((deadline, error)) = activity.deadline(timeouts) else {
-            return Ok(work.await);
-        };
-        if deadline <= now {
-            return Err(error);
+        let deadline = activity.deadline(timeouts);
+        if let Some((deadline, error)) = &deadline {
+            if *deadline <= now {
+                return Err(error.clone());
+            }
         }
         // A write may get stuck while we sleep: look again within one write timeout.
-        let wake = match timeouts.write {
-            Some(write) if !activity.write_blocked() => deadline.min(now + conn::nanos(write)),
-            _ => deadline,
+        let next_write_check = timeouts.write.filter(|_| !activity.write_blocked()).map(|w| now + conn::nanos(w));
+        let wake = match (deadline, next_write_check) {
+            (Some((d, _)), Some(w)) => d.min(w),
+            (Some((d, _)), None) => d,
+            (None, Some(w)) => w,
+            (None, None) => return Ok(work.await),
         };
         tokio::select! {
             biased;
@@ -373,15 +455,11 @@ async fn watch<F: Future>(activity: &Activity, timeouts: &Timeouts, work: F) -> 
 }
 
 /// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with keep-alive.
-fn keeps_alive(head: &Head) -> bool {
-    let has = |token: &str| {
-        head.headers().get_all(CONNECTION).iter().any(|v| {
-            v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
-    };
-    match head.version() {
-        Version::HTTP_11 => !has("close"),
-        Version::HTTP_10 => has("keep-alive"),
+fn keeps_alive(version: Version, headers: &[(Bytes, Bytes)]) -> bool {
+    let has = |token: &[u8]| head::tokens(headers, "connection").any(|t| t.eq_ignore_ascii_case(token));
+    match version {
+        Version::HTTP_11 => !has(b"close"),
+        Version::HTTP_10 => has(b"keep-alive"),
         _ => false,
     }
 }
@@ -390,18 +468,25 @@ fn keeps_alive(head: &Head) -> bool {
 /// closing it early drains the rest in the background (within the drain policy).
 pub struct Body {
     incoming: Option<Incoming>,
+    /// An error met while collecting chunks that had already arrived: raised after them, at
+    /// the next read, so that every byte the server sent reaches the reader first.
+    pending_error: Option<HttpError>,
     in_flight: InFlight,
     activity: Arc<Activity>,
     read_timeout: Option<Duration>,
     keep_alive: bool,
+    /// What the server said of its idle timeout (`Keep-Alive: timeout=N`).
+    server_idle_timeout: Option<Duration>,
     drain: DrainPolicy,
-    drains: Arc<Drains>,
     stats: Arc<ClientStats>,
 }
 
 impl Body {
     /// The next chunk of the body; `None` at its end (the connection is back in the pool).
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
+        if let Some(error) = self.pending_error.take() {
+            return Err(error);
+        }
         loop {
             let Some(incoming) = self.incoming.as_mut() else { return Ok(None) };
             let timeouts = Timeouts { read: self.read_timeout, ..Timeouts::default() };
@@ -427,21 +512,27 @@ impl Body {
                 }
                 Some(Err(e)) => {
                     self.fail();
-                    return Err(classify(&e, Phase::Body));
+                    return Err(classify(&e, Phase::Body, &self.activity));
                 }
             }
         }
     }
 
-    /// Whatever chunks are already here, without waiting (at most `limit` bytes), and whether
-    /// the body ended. Lets a small body travel with its head in one hand-over.
+    /// Whatever chunks are already here, without waiting (about `limit` bytes at most), and
+    /// whether the body ended. An error comes only when no chunk does: one met after some
+    /// chunks waits for the next read.
     pub fn ready_chunks(&mut self, limit: usize) -> Result<(Vec<Bytes>, bool), HttpError> {
         let mut chunks = Vec::new();
         let mut size = 0;
         while size < limit {
+            if self.pending_error.is_some() {
+                return match chunks.is_empty() {
+                    true => Err(self.pending_error.take().expect("checked above")),
+                    false => Ok((chunks, false)),
+                };
+            }
             let Some(incoming) = self.incoming.as_mut() else { return Ok((chunks, true)) };
-            let waker = std::task::Waker::noop();
-            let mut cx = std::task::Context::from_waker(waker);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             match std::pin::Pin::new(incoming).poll_frame(&mut cx) {
                 std::task::Poll::Pending => return Ok((chunks, false)),
                 std::task::Poll::Ready(None) => {
@@ -458,24 +549,54 @@ impl Body {
                 }
                 std::task::Poll::Ready(Some(Err(e))) => {
                     self.fail();
-                    return Err(classify(&e, Phase::Body));
+                    self.pending_error = Some(classify(&e, Phase::Body, &self.activity));
                 }
             }
         }
         Ok((chunks, false))
     }
 
+    /// The chunks of the first `in_memory` bytes of the body (read together with the head, so
+    /// waiting for them never waits for the network), then whatever else is ready, up to about
+    /// `limit` bytes. Never fails: an error waits for the next read.
+    pub async fn chunks_in_memory(&mut self, in_memory: usize, limit: usize) -> Vec<Bytes> {
+        let mut chunks = Vec::new();
+        let mut size = 0;
+        while size < in_memory {
+            match self.next_chunk().await {
+                Ok(Some(chunk)) => {
+                    size += chunk.len();
+                    chunks.push(chunk);
+                }
+                Ok(None) => return chunks,
+                Err(error) => {
+                    self.pending_error = Some(error);
+                    return chunks;
+                }
+            }
+        }
+        match self.ready_chunks(limit.saturating_sub(size)) {
+            Ok((more, _)) => chunks.extend(more),
+            Err(error) => self.pending_error = Some(error),
+        }
+        chunks
+    }
+
+    /// True once the body ended and nothing is left to hand over (no chunk, no error).
     pub fn is_finished(&self) -> bool {
-        self.incoming.is_none()
+        self.incoming.is_none() && self.pending_error.is_none()
     }
 
     fn finish(&mut self) {
         self.incoming = None;
-        if self.keep_alive {
-            self.in_flight.release();
-        } else {
+        if !self.keep_alive {
             self.in_flight.discard(CloseReason::NotReusable);
+            return;
         }
+        if let (Some(idle), Some(conn)) = (self.server_idle_timeout, self.in_flight.0.as_ref().and_then(|l| l.conn())) {
+            conn.server_closes_idle_after(idle);
+        }
+        self.in_flight.release();
     }
 
     fn fail(&mut self) {
@@ -484,7 +605,9 @@ impl Body {
     }
 
     /// Stops reading. If the body has not ended, the rest is drained in the background so the
-    /// connection can be reused; past the drain bounds it is closed instead.
+    /// connection can be reused; past the drain bounds it is closed instead. Meanwhile the
+    /// connection counts as in use: a request that finds the endpoint at its limit queues for
+    /// it like for any other.
     pub fn close(mut self) {
         if self.incoming.is_none() {
             return;
@@ -507,7 +630,6 @@ impl Body {
                 return;
             }
         }
-        self.drains.in_progress.fetch_add(1, Relaxed);
         runtime::spawn(async move {
             let drain = self.drain;
             let mut drained = 0u64;
@@ -532,8 +654,6 @@ impl Body {
                 self.stats.drain_abandoned.fetch_add(1, Relaxed);
                 self.fail();
             }
-            self.drains.in_progress.fetch_sub(1, Relaxed);
-            self.drains.done.notify_waiters();
         });
     }
 }
@@ -546,3 +666,6 @@ impl Drop for Body {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -70,21 +70,31 @@ impl LoopBridge {
 
     /// Called by the loop when the descriptor is readable: sets every queued result. A future
     /// cancelled meanwhile gets nothing; its result is dropped, which returns or closes its
-    /// connection.
-    fn drain(&self, py: Python<'_>) -> PyResult<()> {
+    /// connection. Whatever happens to one result, every other one of the batch is delivered.
+    fn drain(&self, py: Python<'_>) {
         let mut counter = [0u8; 8];
         let _ = rustix::io::read(&self.shared.wake, &mut counter);
         let batch = std::mem::take(&mut *self.shared.queue.lock());
-        for Completion { future, deliver } in batch {
-            let future = future.bind(py);
-            if future.call_method0(pyo3::intern!(py, "cancelled"))?.is_truthy()? {
-                continue;
+        for completion in batch {
+            if let Err(err) = completion.deliver(py) {
+                // Not the waiting task's error (that one is set on its future): report it as
+                // Python reports errors it cannot raise anywhere, and go on.
+                err.write_unraisable(py, None);
             }
-            match deliver(py) {
-                Ok(value) => future.call_method1(pyo3::intern!(py, "set_result"), (value,))?,
-                Err(err) => future.call_method1(pyo3::intern!(py, "set_exception"), (err.value(py),))?,
-            };
         }
+    }
+}
+
+impl Completion {
+    fn deliver(self, py: Python<'_>) -> PyResult<()> {
+        let future = self.future.bind(py);
+        if future.call_method0(pyo3::intern!(py, "cancelled"))?.is_truthy()? {
+            return Ok(());
+        }
+        match (self.deliver)(py) {
+            Ok(value) => future.call_method1(pyo3::intern!(py, "set_result"), (value,))?,
+            Err(err) => future.call_method1(pyo3::intern!(py, "set_exception"), (err.value(py),))?,
+        };
         Ok(())
     }
 }

@@ -25,8 +25,8 @@ use tokio::task::AbortHandle;
 
 /// How long a blocked sync call runs without the GIL before it checks for signals.
 const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
-/// A body up to this size (by Content-Length) is read with its head: one hand-over to Python.
-const READ_WITH_HEAD: u64 = 256 * 1024;
+/// At most this much of a body already here is handed over with its head, or with one read.
+const READ_WITH_HEAD: usize = 256 * 1024;
 
 /// Runs a future on the calling thread without the GIL; Ctrl-C (any pending signal) stops it.
 fn block_on_interruptibly<F>(py: Python<'_>, future: F) -> PyResult<F::Output>
@@ -64,7 +64,7 @@ impl HttpEngine {
         method: &str,
         scheme: &str,
         host: &str,
-        port: Option<u16>,
+        port: Option<i64>,
         target: &[u8],
         headers: &Bound<'_, PyList>,
         body: &[u8],
@@ -79,7 +79,13 @@ impl HttpEngine {
                 )))
             }
         };
-        let origin = Endpoint::from_parts(scheme, host, port).map_err(super::errors::endpoint_error)?;
+        // What no connection can be opened to is a connect error, as httpx reports it.
+        let cannot_connect = |e: crate::pool::EndpointError| super::errors::ConnectError::new_err(e.to_string());
+        let port = match port {
+            None => None,
+            Some(p) => Some(u16::try_from(p).ok().filter(|p| *p != 0).ok_or(crate::pool::EndpointError::InvalidPort).map_err(cannot_connect)?),
+        };
+        let origin = Endpoint::from_parts(scheme, host, port).map_err(cannot_connect)?;
         let method = Method::from_bytes(method.as_bytes()).map_err(|_| super::errors::LocalProtocolError::new_err("invalid HTTP method"))?;
         let mut parsed = Vec::with_capacity(headers.len());
         for item in headers.iter() {
@@ -112,23 +118,15 @@ impl HttpEngine {
     }
 }
 
-/// Sends, then reads a small body (by Content-Length) or whatever already arrived with the head.
+/// Sends, then takes the body bytes that arrived with the head (one hand-over to Python for a
+/// small body). Never waits for more: the head is handed over as soon as it is here.
 async fn send_and_prefetch(prepared: Prepared) -> Result<PyResponse, HttpError> {
     let Prepared { client, pool, request } = prepared;
     let mut response = client.send(&pool, request).await?;
-    let length = response
-        .headers
-        .iter()
-        .find(|(k, _)| k == ::http::header::CONTENT_LENGTH)
-        .and_then(|(_, v)| v.to_str().ok()?.parse::<u64>().ok());
-    let mut prefetched = Vec::new();
-    if length.is_some_and(|n| n <= READ_WITH_HEAD) {
-        while let Some(chunk) = response.body.next_chunk().await? {
-            prefetched.push(chunk);
-        }
-    } else {
-        prefetched = response.body.ready_chunks(READ_WITH_HEAD as usize)?.0;
-    }
+    // With a Content-Length, the body bytes read with the head are all data; chunked framing
+    // would make that count promise more data than is there, so those take only what is ready.
+    let in_memory = response.content_length().map_or(0, |n| n.min(response.body_bytes_read as u64) as usize);
+    let prefetched = response.body.chunks_in_memory(in_memory, READ_WITH_HEAD).await;
     Ok(PyResponse::new(response, prefetched))
 }
 
@@ -194,7 +192,7 @@ impl HttpEngine {
         method: &str,
         scheme: &str,
         host: &str,
-        port: Option<u16>,
+        port: Option<i64>,
         target: &[u8],
         headers: &Bound<'_, PyList>,
         body: &[u8],
@@ -215,7 +213,7 @@ impl HttpEngine {
         method: &str,
         scheme: &str,
         host: &str,
-        port: Option<u16>,
+        port: Option<i64>,
         target: &[u8],
         headers: &Bound<'_, PyList>,
         body: &[u8],
@@ -294,9 +292,12 @@ impl CancelHandle {
 pub struct PyResponse {
     #[pyo3(get)]
     status: u16,
-    reason: Option<String>,
+    reason: Bytes,
     version: Version,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    headers: Vec<(Bytes, Bytes)>,
+    /// Whether the request opened a new connection (the `trace` extension reports it).
+    #[pyo3(get)]
+    new_connection: bool,
     prefetched: Mutex<Vec<Bytes>>,
     body: Arc<Mutex<Option<Body>>>,
 }
@@ -308,6 +309,7 @@ impl PyResponse {
             reason: response.reason,
             version: response.version,
             headers: response.headers,
+            new_connection: response.new_connection,
             prefetched: Mutex::new(prefetched),
             body: Arc::new(Mutex::new(Some(response.body))),
         }
@@ -340,17 +342,18 @@ impl PyResponse {
         PyBytes::new(py, v)
     }
 
+    /// The reason phrase as the server sent it.
     #[getter]
-    fn reason_phrase<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
-        self.reason.as_ref().map(|r| PyBytes::new(py, r.as_bytes()))
+    fn reason_phrase<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.reason)
     }
 
-    /// The headers as (name, value) byte pairs, in order.
+    /// Every field line as (name, value) byte pairs: wire order, names as the server wrote them.
     #[getter]
     fn headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let list = PyList::empty(py);
         for (k, v) in &self.headers {
-            list.append((PyBytes::new(py, k.as_str().as_bytes()), PyBytes::new(py, v.as_bytes())))?;
+            list.append((PyBytes::new(py, k), PyBytes::new(py, v)))?;
         }
         Ok(list)
     }
@@ -374,7 +377,7 @@ impl PyResponse {
             // Taken by a read under way, or already given back to the pool.
             None => return Ok((list, false)),
             Some(body) => {
-                let (chunks, finished) = body.ready_chunks(READ_WITH_HEAD as usize).map_err(http_error)?;
+                let (chunks, finished) = body.ready_chunks(READ_WITH_HEAD).map_err(http_error)?;
                 for c in chunks {
                     list.append(PyBytes::new(py, &c))?;
                 }
