@@ -18,7 +18,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "maturin>=1.7,<2" "httpx>=0.27,<0.29" pytest pytest-timeout pytest-asyncio \
-		pytest-benchmark trustme hypothesis "litellm==$(LITELLM_VERSION)"
+		pytest-benchmark trustme hypothesis trio "litellm==$(LITELLM_VERSION)"
 	touch $@
 
 .PHONY: venv

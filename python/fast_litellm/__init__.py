@@ -21,7 +21,8 @@ from fast_litellm._core import (
     return_connection,
 )
 from fast_litellm import _core
-from fast_litellm._transport import AsyncHTTPTransport, HTTPTransport, _forget_bridges
+from fast_litellm._loops import forget_bridges
+from fast_litellm._transport import AsyncHTTPTransport, HTTPTransport
 from fast_litellm._litellm import install, status, uninstall
 
 __all__ = [
@@ -47,7 +48,7 @@ __all__ = [
 def _after_fork_in_child() -> None:
     # A forked child must not share (or wait on locks of) the parent's pools and runtime.
     _core._reset_after_fork()
-    _forget_bridges()
+    forget_bridges()
 
 
 _os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import weakref
 from typing import Any, Union
 
 import httpx
 
 from fast_litellm import _core
+from fast_litellm._loops import asyncio_bridge, other_backend, running_library
+from fast_litellm._trace import TracedAsyncBody, TracedBody, Tracer
 
 __all__ = ["AsyncHTTPTransport", "HTTPTransport"]
 
@@ -48,10 +49,7 @@ def _timeouts(request: httpx.Request) -> tuple:
 
 
 def _extensions(response: Any) -> dict:
-    ext = {"http_version": response.http_version}
-    if response.reason_phrase is not None:
-        ext["reason_phrase"] = response.reason_phrase
-    return ext
+    return {"http_version": response.http_version, "reason_phrase": response.reason_phrase}
 
 
 class _ProxyRouter:
@@ -134,15 +132,23 @@ class HTTPTransport(httpx.BaseTransport):
         if proxied is not None:
             return proxied.handle_request(request)
         url = request.url
+        trace = request.extensions.get("trace")
         try:
             response = self._engine.send(
                 request.method, url.scheme, url.raw_host.decode("ascii"), url.port, url.raw_path,
                 request.headers.raw, request.read(), _timeouts(request),
             )
         except _ENGINE_ERRORS as exc:
-            raise _httpx_error(exc, request) from None
+            error = _httpx_error(exc, request)
+            if trace is not None:
+                Tracer(trace, request).emit(exc, error)
+            raise error from None
         chunks, finished = response.take_prefetched()
         stream = httpx.ByteStream(b"".join(chunks)) if finished else _SyncBody(response, request, chunks)
+        if trace is not None:
+            tracer = Tracer(trace, request)
+            tracer.emit(response)
+            stream = TracedBody(stream, tracer)
         return httpx.Response(
             response.status, headers=response.headers, stream=stream, extensions=_extensions(response)
         )
@@ -184,24 +190,34 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
             body = request.content
         except httpx.RequestNotRead:  # a streaming request body
             body = await request.aread()
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        trace = request.extensions.get("trace")
+        if running_library.name is None:  # asyncio
+            loop = asyncio.get_running_loop()
+            future, bridge = loop.create_future(), asyncio_bridge(loop)
+        else:
+            new_future, bridge = other_backend()
+            future = new_future()
         try:
             handle = self._engine.send_async(
-                _bridge(loop), future, request.method, url.scheme, url.raw_host.decode("ascii"),
+                bridge, future, request.method, url.scheme, url.raw_host.decode("ascii"),
                 url.port, url.raw_path, request.headers.raw, body, _timeouts(request),
             )
+            try:
+                response = await future
+            except BaseException:  # cancelled (asyncio or trio), interrupted; a no-op if it failed
+                handle.cancel()
+                raise
         except _ENGINE_ERRORS as exc:
-            raise _httpx_error(exc, request) from None
-        try:
-            response = await future
-        except asyncio.CancelledError:
-            handle.cancel()
-            raise
-        except _ENGINE_ERRORS as exc:
-            raise _httpx_error(exc, request) from None
+            error = _httpx_error(exc, request)
+            if trace is not None:
+                await Tracer(trace, request).aemit(exc, error)
+            raise error from None
         chunks, finished = response.take_prefetched()
         stream = httpx.ByteStream(b"".join(chunks)) if finished else _AsyncBody(response, request, chunks)
+        if trace is not None:
+            tracer = Tracer(trace, request)
+            await tracer.aemit(response)
+            stream = TracedAsyncBody(stream, tracer)
         return httpx.Response(
             response.status, headers=response.headers, stream=stream, extensions=_extensions(response)
         )
@@ -269,8 +285,11 @@ class _AsyncBody(httpx.AsyncByteStream):
         for chunk in self._prefetched:
             yield chunk
         self._prefetched = []
-        loop = asyncio.get_running_loop()
-        bridge = _bridge(loop)
+        if running_library.name is None:  # asyncio
+            loop = asyncio.get_running_loop()
+            new_future, bridge = loop.create_future, asyncio_bridge(loop)
+        else:
+            new_future, bridge = other_backend()
         response = self._response
         while True:
             try:
@@ -284,47 +303,18 @@ class _AsyncBody(httpx.AsyncByteStream):
             if chunks:
                 continue
             # Nothing here yet: wait for the runtime to hand the next chunk over.
-            future = loop.create_future()
+            future = new_future()
             handle = response.read_chunk_async(bridge, future)
             try:
                 chunk = await future
-            except asyncio.CancelledError:
-                handle.cancel()
-                raise
             except _ENGINE_ERRORS as exc:
                 raise _httpx_error(exc, self._request) from None
+            except BaseException:  # cancelled (asyncio or trio), or interrupted
+                handle.cancel()
+                raise
             if chunk is None:
                 return
             yield chunk
 
     async def aclose(self) -> None:
         self._response.close()
-
-
-# One bridge per event loop: results from the Rust runtime reach the loop through it.
-_bridges: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
-_bridges_lock = threading.Lock()
-_last_bridge: tuple = (None, None)  # (loop, bridge), replaced as one reference
-
-
-def _bridge(loop: asyncio.AbstractEventLoop) -> Any:
-    global _last_bridge
-    last_loop, bridge = _last_bridge
-    if last_loop is loop:
-        return bridge
-    with _bridges_lock:
-        bridge = _bridges.get(loop)
-        if bridge is None:
-            bridge = _core.LoopBridge()
-            loop.add_reader(bridge.fileno(), bridge.drain)
-            _bridges[loop] = bridge
-    _last_bridge = (loop, bridge)
-    return bridge
-
-
-def _forget_bridges() -> None:
-    """In a forked child: the parent's loops and their descriptors are not ours."""
-    global _last_bridge
-    _bridges.clear()
-    _last_bridge = (None, None)
-

@@ -1,0 +1,152 @@
+"""Where the Rust runtime hands results to async Python: one bridge per event loop.
+
+A bridge (``_core.LoopBridge``) queues results from the runtime's threads and wakes the loop
+through an eventfd the loop watches; the loop then sets them on their futures, many per
+wake-up under load. asyncio watches it with ``loop.add_reader``; trio with a system task of each
+run, and its futures are parked trio tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import weakref
+from typing import Any
+
+import sniffio
+
+from fast_litellm import _core
+
+# Trio names itself here while it runs (also in guest mode); asyncio leaves it None, so the
+# asyncio path costs one attribute load.
+running_library = sniffio.thread_local
+logger = logging.getLogger("fast_litellm")
+
+# One bridge per event loop: results from the Rust runtime reach the loop through it.
+_bridges: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+# The last (loop, bridge) looked up, replaced as one reference: the common case is one loop.
+# The loop is held weakly, so a closed loop is not kept alive by it.
+_last_bridge: tuple = (lambda: None, None)
+
+
+def asyncio_bridge(loop: asyncio.AbstractEventLoop) -> Any:
+    global _last_bridge
+    last_loop, bridge = _last_bridge
+    if last_loop() is loop:
+        return bridge
+    with _lock:
+        bridge = _bridges.get(loop)
+        if bridge is None:
+            bridge = _core.LoopBridge()
+            loop.add_reader(bridge.fileno(), bridge.drain)
+            _bridges[loop] = bridge
+    _last_bridge = (weakref.ref(loop), bridge)
+    return bridge
+
+
+def forget_bridges() -> None:
+    """In a forked child: the parent's loops and their descriptors are not ours."""
+    global _last_bridge
+    _bridges.clear()
+    _last_bridge = (lambda: None, None)
+
+
+# Under trio the bridge is the same; the future is a parked trio task, and a system task of
+# each trio run watches that run's bridge.
+
+_trio_bridges: Any = None  # a trio.lowlevel.RunVar: each trio run's bridge, forgotten at run end
+
+
+def other_backend() -> tuple:
+    """A future factory and a bridge for the running async library, when it is not asyncio's
+    fast path: trio (also under anyio), else asyncio."""
+    if sniffio.current_async_library() == "trio":
+        return _TrioFuture, _trio_bridge()
+    loop = asyncio.get_running_loop()
+    return loop.create_future, asyncio_bridge(loop)
+
+
+def _trio_bridge() -> Any:
+    global _trio_bridges
+    import trio
+
+    if _trio_bridges is None:
+        with _lock:
+            if _trio_bridges is None:
+                _trio_bridges = trio.lowlevel.RunVar("fast_litellm.bridge")
+    bridge = _trio_bridges.get(None)
+    if bridge is None:
+        bridge = _core.LoopBridge()
+        _trio_bridges.set(bridge)
+        trio.lowlevel.spawn_system_task(_serve_trio_bridge, bridge, name="fast_litellm bridge")
+    return bridge
+
+
+async def _serve_trio_bridge(bridge: Any) -> None:
+    """Sets the results the runtime hands over; cancelled (its fd watch ended) at run end."""
+    import trio
+
+    fd = bridge.fileno()
+    try:
+        while True:
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                bridge.drain()
+            except Exception:  # an error here must not end the user's trio run
+                logger.exception("fast_litellm: handing results to trio failed")
+    finally:
+        # The bridge and its eventfd go with the run, not at the next garbage collection.
+        _trio_bridges.set(None)
+
+
+class _TrioFuture:
+    """What the bridge sets a result on for a trio task: the task is parked until then. A
+    cancelled task marks it cancelled, so its result is dropped (which returns or closes its
+    connection); the awaiting code cancels the request itself."""
+
+    __slots__ = ("_task", "_outcome", "_cancelled")
+
+    def __init__(self) -> None:
+        self._task: Any = None
+        self._outcome: Any = None
+        self._cancelled = False
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def set_result(self, value: Any) -> None:
+        import outcome
+
+        self._settle(outcome.Value(value))
+
+    def set_exception(self, exc: BaseException) -> None:
+        import outcome
+
+        self._settle(outcome.Error(exc))
+
+    def _settle(self, result: Any) -> None:
+        if self._outcome is not None or self._cancelled:
+            return
+        self._outcome = result
+        task, self._task = self._task, None
+        if task is not None:
+            import trio
+
+            trio.lowlevel.reschedule(task, result)
+
+    def _abort(self, raise_cancel: Any) -> Any:
+        import trio
+
+        self._cancelled = True
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def __await__(self):
+        if self._outcome is not None:
+            return self._outcome.unwrap()
+        import trio
+
+        self._task = trio.lowlevel.current_task()
+        return (yield from trio.lowlevel.wait_task_rescheduled(self._abort).__await__())
