@@ -63,8 +63,9 @@ class Tracer:
             if tls and "TLS handshake failed" in str(outcome):
                 return [tcp_started, tcp_complete, tls[0], ("connection.start_tls.failed", failed)]
             return [tcp_started, ("connection.connect_tcp.failed", failed)]
-        # Whether the connection was new is known only if the engine says so.
-        events = self._connect(getattr(outcome, "new_connection", False))
+        # Whether a failed request had opened a new connection is not reported: no connection
+        # events then.
+        events = []
         if phase == "read":
             events += sent + [("http11.receive_response_headers.failed", failed)]
         elif self.request.content:  # with a body, the head most likely went out and the body failed

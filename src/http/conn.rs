@@ -41,11 +41,15 @@ pub struct HttpConn {
 }
 
 impl HttpConn {
-    /// The server closes this connection after it has been idle for `idle`: stop reusing it a
-    /// little before that, so a request never races the server's close.
-    pub fn server_closes_idle_after(&self, idle: Duration) {
-        let margin = (idle / 2).min(Duration::from_secs(1));
-        self.reuse_until.store(now().saturating_add(nanos(idle - margin)).max(1), Relaxed);
+    /// What the last response said of the server's idle timeout (`Keep-Alive: timeout=N`):
+    /// the connection is not reused from a little before then, so a request never races the
+    /// server's close. `None`: the server gave no hint.
+    pub fn set_server_idle_timeout(&self, idle: Option<Duration>) {
+        let until = idle.map_or(0, |idle| {
+            let margin = (idle / 2).min(Duration::from_secs(1));
+            now().saturating_add(nanos(idle - margin)).max(1)
+        });
+        self.reuse_until.store(until, Relaxed);
     }
 }
 
@@ -62,16 +66,19 @@ impl Connection for HttpConn {
 
 impl HttpConn {
     fn socket_is_idle_and_open(&self) -> bool {
-        use rustix::net::{recv, RecvFlags};
-        let mut byte = [std::mem::MaybeUninit::uninit(); 1];
-        match recv(&self.socket, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
-            Err(rustix::io::Errno::AGAIN) => true,
-            // The peer closed it, or it broke.
-            Ok((_, 0)) | Err(_) => false,
-            // Bytes nobody asked for on an idle HTTP/1.1 connection: it cannot carry a request.
-            // Over TLS they may be records for rustls (session tickets), read by hyper's task.
-            Ok(_) => self.tls,
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        let mut fds = [PollFd::new(&self.socket, PollFlags::IN | PollFlags::RDHUP)];
+        if poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 0 })).is_err() {
+            return false;
         }
+        let seen = fds[0].revents();
+        if seen.intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL) {
+            // The peer closed it (its FIN is here, even behind a TLS close_notify), or it broke.
+            return false;
+        }
+        // Bytes nobody asked for on an idle HTTP/1.1 connection: it cannot carry a request.
+        // Over TLS they may be records for rustls (session tickets), read by hyper's task.
+        !seen.contains(PollFlags::IN) || self.tls
     }
 }
 
@@ -110,11 +117,13 @@ impl Activity {
         self.write_failed.load(Relaxed)
     }
 
-    /// The moment a timeout fires if nothing moves, and which timeout it is.
+    /// The moment a timeout fires if nothing moves, and which timeout it is: the write timeout
+    /// while a write is stuck, else the read timeout (also while a write is stuck with no write
+    /// timeout: a request never waits without a bound it was given).
     pub fn deadline(&self, timeouts: &Timeouts) -> Option<(u64, HttpError)> {
         let blocked = self.write_blocked_since.load(Relaxed);
-        if blocked != NOT_BLOCKED {
-            return timeouts.write.map(|t| (blocked + nanos(t), HttpError::WriteTimeout));
+        if let (true, Some(t)) = (blocked != NOT_BLOCKED, timeouts.write) {
+            return Some((blocked + nanos(t), HttpError::WriteTimeout));
         }
         timeouts.read.map(|t| (self.last_progress.load(Relaxed) + nanos(t), HttpError::ReadTimeout))
     }

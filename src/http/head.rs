@@ -48,16 +48,23 @@ impl Capture {
             return;
         }
         let mut r = self.recorded.lock();
+        // Looked at again under the lock: a read racing `finish` keeps nothing on an idle
+        // connection.
+        if !self.on.load(Relaxed) {
+            return;
+        }
         let room = CAPTURE_LIMIT.saturating_sub(r.bytes.len()).min(data.len());
         r.bytes.extend_from_slice(&data[..room]);
         r.beyond += data.len() - room;
     }
 
-    /// Stops recording and parses the final head out of what was read.
-    pub fn finish(&self) -> Option<RawHead> {
+    /// Stops recording and parses the final head out of what was read. Also says whether any
+    /// byte of a response arrived at all.
+    pub fn finish(&self) -> (Option<RawHead>, bool) {
         self.on.store(false, Relaxed);
         let mut r = self.recorded.lock();
-        let head = RawHead::parse(&r.bytes, r.bytes.len() + r.beyond);
+        let read = r.bytes.len() + r.beyond;
+        let head = (RawHead::parse(&r.bytes, read), read > 0);
         r.bytes.clear();
         r.beyond = 0;
         // An idle connection keeps no large buffer.
@@ -213,10 +220,13 @@ mod tests {
         c.start();
         c.record(b"HTTP/1.1 200 OK\r\nA: 1\r\n");
         c.record(b"\r\nbody");
-        let head = c.finish().unwrap();
+        let head = c.finish().0.unwrap();
         assert_eq!((fields(&head), head.body_bytes_read), (vec![("A", "1")], 4));
         c.record(b"more");
-        assert_eq!(c.finish(), None);
+        assert_eq!(c.finish(), (None, false));
+        c.start();
+        c.record(b"HTTP/1.1 2");
+        assert_eq!(c.finish(), (None, true), "part of a head arrived");
     }
 
     #[test]

@@ -136,8 +136,12 @@ pub struct Response {
 }
 
 impl Response {
-    /// The `Content-Length`, if the body is framed by one.
+    /// The `Content-Length`, if the body is framed by one (not when a Transfer-Encoding, which
+    /// takes precedence, is there too).
     pub fn content_length(&self) -> Option<u64> {
+        if head::tokens(&self.headers, "transfer-encoding").next().is_some() {
+            return None;
+        }
         let mut lengths = head::tokens(&self.headers, "content-length");
         let length = std::str::from_utf8(lengths.next()?).ok()?.parse().ok()?;
         lengths.next().is_none().then_some(length)
@@ -160,7 +164,7 @@ impl Client {
     /// Sends one request and returns once the response head has arrived.
     ///
     /// A request reaches the server at most once behind the caller's back: it is sent again
-    /// (once, on a fresh connection) only when a reused connection failed before any response
+    /// (once, on another connection) only when a reused connection failed before any response
     /// byte arrived and either no byte of the request was written (hyper hands the request
     /// back) or the request is replayable. Otherwise the error reaches the caller, whose own
     /// retry policy decides (the openai SDK and LiteLLM have one).
@@ -354,7 +358,7 @@ async fn exchange(
     activity.touch();
     activity.head.start();
     let response = watch(&activity, &request.timeouts, conn.sender.try_send_request(http_request)).await;
-    let raw = activity.head.finish();
+    let (raw, response_began) = activity.head.finish();
     match response {
         Ok(Ok(response)) => {
             let (parts, incoming) = response.into_parts();
@@ -363,12 +367,10 @@ async fn exchange(
         Ok(Err(e)) => {
             let nothing_written = e.message().is_some();
             let e = e.into_error();
-            let sent = if nothing_written {
-                Sent::Nothing
-            } else if e.is_parse() || e.is_parse_status() {
-                Sent::Final
-            } else {
-                Sent::NoResponse
+            let sent = match (nothing_written, response_began) {
+                (true, _) => Sent::Nothing,
+                (false, true) => Sent::Final,
+                (false, false) => Sent::NoResponse,
             };
             Err(Failure { error: classify(&e, Phase::Head, &activity), sent })
         }
@@ -410,12 +412,15 @@ fn classify(e: &hyper::Error, phase: Phase, activity: &Activity) -> HttpError {
     }
 }
 
-/// The kind of the I/O error behind a hyper error, if one is.
+/// The kind of the I/O error behind a hyper error, if one is. A TLS error (rustls reports
+/// them as InvalidData) counts as `Other`: httpx reports those as read errors, not as the
+/// server breaking HTTP.
 fn io_error_kind(e: &hyper::Error) -> Option<std::io::ErrorKind> {
     let mut source = std::error::Error::source(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
+            let tls = io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
+            return Some(if tls { std::io::ErrorKind::Other } else { io.kind() });
         }
         source = err.source();
     }
@@ -438,8 +443,9 @@ async fn watch<F: Future>(activity: &Activity, timeouts: &Timeouts, work: F) -> 
                 return Err(error.clone());
             }
         }
-        // A write may get stuck while we sleep: look again within one write timeout.
-        let next_write_check = timeouts.write.filter(|_| !activity.write_blocked()).map(|w| now + conn::nanos(w));
+        // A write may get stuck while we sleep: look again within one write timeout (and not
+        // in a busy loop when that timeout is zero).
+        let next_write_check = timeouts.write.filter(|_| !activity.write_blocked()).map(|w| now + conn::nanos(w).max(1_000_000));
         let wake = match (deadline, next_write_check) {
             (Some((d, _)), Some(w)) => d.min(w),
             (Some((d, _)), None) => d,
@@ -593,8 +599,8 @@ impl Body {
             self.in_flight.discard(CloseReason::NotReusable);
             return;
         }
-        if let (Some(idle), Some(conn)) = (self.server_idle_timeout, self.in_flight.0.as_ref().and_then(|l| l.conn())) {
-            conn.server_closes_idle_after(idle);
+        if let Some(conn) = self.in_flight.0.as_ref().and_then(|l| l.conn()) {
+            conn.set_server_idle_timeout(self.server_idle_timeout);
         }
         self.in_flight.release();
     }

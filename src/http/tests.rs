@@ -252,3 +252,34 @@ async fn refused_heads_and_the_servers_idle_hint() {
     assert_eq!(server.connections.load(SeqCst), 4, "two refused, one closed after its hint, one new");
     assert_eq!(pool.stats().counters.closed_by(CloseReason::Unhealthy), 1);
 }
+
+#[tokio::test]
+async fn a_request_whose_response_began_is_never_sent_again() {
+    // Even a GET: part of a head arrived, so the server acted on it.
+    let server = RawServer::start(|peer| {
+        if peer.read_request().is_some() {
+            peer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        }
+        if peer.read_request().is_some() {
+            peer.write(b"HTTP/1.1 200 OK\r\nContent-");
+        }
+    });
+    let (pool, client) = (pool(4), client());
+    fetch(&client, &pool, request(&server, Method::GET, b"", Timeouts::default())).await;
+    let outcome = client.send(&pool, request(&server, Method::GET, b"", Timeouts::default())).await;
+    assert!(matches!(outcome, Err(HttpError::RemoteProtocol(_))), "{:?}", outcome.err());
+    assert_eq!((server.requests.load(SeqCst), server.connections.load(SeqCst)), (2, 1));
+}
+
+#[tokio::test]
+async fn chunked_framing_wins_over_a_content_length() {
+    let server = RawServer::start(|peer| {
+        if peer.read_request().is_some() {
+            peer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+        }
+    });
+    let (pool, client) = (pool(4), client());
+    let mut response = client.send(&pool, request(&server, Method::GET, b"", Timeouts::default())).await.unwrap();
+    assert_eq!(response.content_length(), None);
+    assert_eq!(read_all(&mut response.body).await.0, b"hello");
+}

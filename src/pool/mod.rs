@@ -202,8 +202,8 @@ pub struct WaitTimeout;
 /// Lock order: a thread holding one of these takes only those after it:
 /// `waiters` → a waiter's `state` → `retire` → an `origins` shard → an `ids` shard → a `hosts`
 /// shard → one endpoint's `state` (never two endpoints' at once). A connection is shut (its
-/// socket closed) under its endpoint's lock, before it stops counting; its id is forgotten in
-/// `ids` after that lock is released.
+/// socket closed) before its slot stops counting (for an idle one: under its endpoint's lock);
+/// its id is forgotten in `ids` after that lock is released.
 struct Shared<C: Connection> {
     settings: LiveSettings,
     clock: Arc<dyn Clock>,
@@ -346,14 +346,6 @@ impl<C: Connection> Pool<C> {
         }
     }
 
-    /// An idle connection of the endpoint, if one is ready; never opens a new one.
-    pub fn try_get_idle(&self, route: &Route<C>) -> Option<Lease<C>> {
-        match self.shared.take(&route.0, Take::IdleOnly) {
-            Ok(Taken::Leased(host, slot, reused)) => Some(Lease { slot: Some(slot), host, pool: self.shared.clone(), reused }),
-            _ => None,
-        }
-    }
-
     /// Like [`Pool::try_get`], for callers that hold ids instead of leases: the connection is
     /// parked under its id until [`Pool::return_by_id`] or [`Pool::remove_by_id`].
     pub fn try_get_id(&self, route: &Route<C>) -> Result<ConnId, Full> {
@@ -478,7 +470,6 @@ enum Taken<C> {
 enum Attempt<C> {
     Got(Taken<C>, Option<ConnId>),
     Full(Full),
-    NoIdle,
     Retired,
 }
 
@@ -489,8 +480,6 @@ enum Take {
     Lease,
     /// The same, parked in the endpoint under its id.
     Park,
-    /// An idle connection only.
-    IdleOnly,
 }
 
 impl<C: Connection> Shared<C> {
@@ -562,7 +551,6 @@ impl<C: Connection> Shared<C> {
                     evicted_once = true;
                 }
                 Attempt::Full(full) => return Err(full),
-                Attempt::NoIdle => return Err(Full::Endpoint),
             }
         }
     }
@@ -606,7 +594,6 @@ impl<C: Connection> Shared<C> {
                 slot.id = slot.id.next_checkout();
                 (slot, true)
             }
-            None if how == Take::IdleOnly => return (Attempt::NoIdle, closed),
             None if st.active + st.idle.len() >= max_here => return (Attempt::Full(Full::Endpoint), closed),
             None if !self.reserve_one() => return (Attempt::Full(Full::Pool), closed),
             None => {
@@ -772,6 +759,8 @@ impl<C: Connection> Shared<C> {
                 continue;
             }
             let stats = self.stats_once();
+            // The counters were read with relaxed loads: ordered before the second look.
+            std::sync::atomic::fence(SeqCst);
             if self.retire_seq.load(SeqCst) == seq {
                 return stats;
             }

@@ -83,7 +83,7 @@ impl HttpEngine {
         let cannot_connect = |e: crate::pool::EndpointError| super::errors::ConnectError::new_err(e.to_string());
         let port = match port {
             None => None,
-            Some(p) => Some(u16::try_from(p).ok().filter(|p| *p != 0).ok_or(crate::pool::EndpointError::InvalidPort).map_err(cannot_connect)?),
+            Some(p) => Some(u16::try_from(p).map_err(|_| cannot_connect(crate::pool::EndpointError::InvalidPort))?),
         };
         let origin = Endpoint::from_parts(scheme, host, port).map_err(cannot_connect)?;
         let method = Method::from_bytes(method.as_bytes()).map_err(|_| super::errors::LocalProtocolError::new_err("invalid HTTP method"))?;
