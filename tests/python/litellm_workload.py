@@ -18,26 +18,37 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 order, provider, url = sys.argv[1], sys.argv[2], sys.argv[3]
 phases = sys.argv[4] if len(sys.argv) > 4 else "all"
 
+
+def hook_points():
+    """What fast_litellm's hooks replace, as LiteLLM has it now."""
+    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+    points = {name: AsyncHTTPHandler.__dict__[name] for name in ("create_async_transport", "_create_async_transport")}
+    points.update({name: getattr(litellm, name, None) for name in ("client_session", "aclient_session", "sync_transport")})
+    return points
+
+
+originals = {}
 if order == "before":
     import fast_litellm  # noqa: E402
     import litellm  # noqa: E402
-elif order in ("after", "uninstall"):
+elif order == "after":
     import litellm  # noqa: E402
     import fast_litellm  # noqa: E402
+elif order == "uninstall":
+    import litellm  # noqa: E402
+
+    # Recorded before fast_litellm is imported, then compared with what uninstall() leaves.
+    originals = hook_points()
+    import fast_litellm  # noqa: E402
+
+    installed = hook_points()
+    assert all(installed[name] is not originals[name] for name in originals), "the hooks were not installed"
+    fast_litellm.uninstall()
 else:
     import litellm  # noqa: E402
 
     fast_litellm = None
-
-originals = {}
-if order == "uninstall":
-    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
-
-    fast_litellm.uninstall()
-    originals = {
-        "create_async_transport": AsyncHTTPHandler.__dict__["create_async_transport"],
-        "_create_async_transport": AsyncHTTPHandler.__dict__["_create_async_transport"],
-    }
 
 if provider == "openai":
     MODEL, BASE = "openai/gpt-test", f"{url}/v1"
@@ -114,8 +125,6 @@ else:
 if fast_litellm is not None:
     report["status"] = fast_litellm.status()
 if originals:
-    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
-
-    report["restored"] = all(AsyncHTTPHandler.__dict__[k] is v for k, v in originals.items()) and all(
-        getattr(litellm, name, None) is None for name in ("client_session", "aclient_session", "sync_transport"))
+    now = hook_points()
+    report["restored"] = all(now[name] is originals[name] for name in originals)
 print(json.dumps(report))

@@ -208,6 +208,9 @@ def test_server_restart_with_idle_connections():
 
 
 def test_64_threads_hammering_the_pool_api():
+    # Pool calls hold the GIL, so these threads make one pool call at a time: this checks the
+    # Python API's bookkeeping under thread switches. Real concurrency inside the pool is
+    # tested in Rust (cargo test: src/pool/tests.rs).
     pool = new_pool(max_connections=40, max_connections_per_endpoint=10)
     endpoints = [f"http://host-{i}.example" for i in range(6)]
     leased, lock, errors = set(), threading.Lock(), []
