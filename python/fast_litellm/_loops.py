@@ -20,7 +20,7 @@ from fast_litellm import _core
 
 # Trio names itself here while it runs (also in guest mode); asyncio leaves it None, so the
 # asyncio path costs one attribute load.
-running_library = sniffio.thread_local
+_running_library = sniffio.thread_local
 logger = logging.getLogger("fast_litellm")
 
 # One bridge per event loop: results from the Rust runtime reach the loop through it.
@@ -31,7 +31,7 @@ _lock = threading.Lock()
 _last_bridge: tuple = (lambda: None, None)
 
 
-def asyncio_bridge(loop: asyncio.AbstractEventLoop) -> Any:
+def _asyncio_bridge(loop: asyncio.AbstractEventLoop) -> Any:
     global _last_bridge
     last_loop, bridge = _last_bridge
     if last_loop() is loop:
@@ -59,13 +59,13 @@ def forget_bridges() -> None:
 _trio_bridges: Any = None  # a trio.lowlevel.RunVar: each trio run's bridge, forgotten at run end
 
 
-def other_backend() -> tuple:
-    """A future factory and a bridge for the running async library, when it is not asyncio's
-    fast path: trio (also under anyio), else asyncio."""
-    if sniffio.current_async_library() == "trio":
+def backend() -> tuple:
+    """A future factory and the bridge for the running event loop: asyncio's, or a trio run's
+    (also under anyio)."""
+    if _running_library.name is not None and sniffio.current_async_library() == "trio":
         return _TrioFuture, _trio_bridge()
     loop = asyncio.get_running_loop()
-    return loop.create_future, asyncio_bridge(loop)
+    return loop.create_future, _asyncio_bridge(loop)
 
 
 def _trio_bridge() -> Any:

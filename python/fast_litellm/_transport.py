@@ -8,14 +8,13 @@ LiteLLM works unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import Any, Union
 
 import httpx
 
 from fast_litellm import _core
-from fast_litellm._loops import asyncio_bridge, other_backend, running_library
+from fast_litellm._loops import backend
 from fast_litellm._trace import TracedAsyncBody, TracedBody, Tracer
 
 __all__ = ["AsyncHTTPTransport", "HTTPTransport"]
@@ -191,12 +190,8 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
         except httpx.RequestNotRead:  # a streaming request body
             body = await request.aread()
         trace = request.extensions.get("trace")
-        if running_library.name is None:  # asyncio
-            loop = asyncio.get_running_loop()
-            future, bridge = loop.create_future(), asyncio_bridge(loop)
-        else:
-            new_future, bridge = other_backend()
-            future = new_future()
+        new_future, bridge = backend()
+        future = new_future()
         try:
             handle = self._engine.send_async(
                 bridge, future, request.method, url.scheme, url.raw_host.decode("ascii"),
@@ -285,11 +280,7 @@ class _AsyncBody(httpx.AsyncByteStream):
         for chunk in self._prefetched:
             yield chunk
         self._prefetched = []
-        if running_library.name is None:  # asyncio
-            loop = asyncio.get_running_loop()
-            new_future, bridge = loop.create_future, asyncio_bridge(loop)
-        else:
-            new_future, bridge = other_backend()
+        new_future, bridge = backend()
         response = self._response
         while True:
             try:

@@ -51,20 +51,7 @@ impl HttpConn {
         });
         self.reuse_until.store(until, Relaxed);
     }
-}
 
-impl Connection for HttpConn {
-    /// hyper's connection task keeps reading an idle socket, so a peer's close (or a broken
-    /// socket) ends the task and closes the sender. The socket itself is looked at too, as
-    /// httpcore does before reusing a connection: a close can be in the kernel before hyper's
-    /// task has run, and a request written then would be lost.
-    fn is_open(&self) -> bool {
-        let until = self.reuse_until.load(Relaxed);
-        !self.sender.is_closed() && (until == 0 || now() < until) && self.socket_is_idle_and_open()
-    }
-}
-
-impl HttpConn {
     fn socket_is_idle_and_open(&self) -> bool {
         use rustix::event::{poll, PollFd, PollFlags, Timespec};
         let mut fds = [PollFd::new(&self.socket, PollFlags::IN | PollFlags::RDHUP)];
@@ -79,6 +66,17 @@ impl HttpConn {
         // Bytes nobody asked for on an idle HTTP/1.1 connection: it cannot carry a request.
         // Over TLS they may be records for rustls (session tickets), read by hyper's task.
         !seen.contains(PollFlags::IN) || self.tls
+    }
+}
+
+impl Connection for HttpConn {
+    /// hyper's connection task keeps reading an idle socket, so a peer's close (or a broken
+    /// socket) ends the task and closes the sender. The socket itself is looked at too, as
+    /// httpcore does before reusing a connection: a close can be in the kernel before hyper's
+    /// task has run, and a request written then would be lost.
+    fn is_open(&self) -> bool {
+        let until = self.reuse_until.load(Relaxed);
+        !self.sender.is_closed() && (until == 0 || now() < until) && self.socket_is_idle_and_open()
     }
 }
 

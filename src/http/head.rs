@@ -1,4 +1,5 @@
-//! The response head exactly as the server sent it.
+//! The response head exactly as the server sent it, and what it means for its body and its
+//! connection.
 //!
 //! hyper parses heads for framing, but hands over an `http::HeaderMap`: names lowercased,
 //! repeated fields grouped under their first occurrence. httpx gives every field line in wire
@@ -6,9 +7,12 @@
 //! repeats. So the bytes read while a request waits for its head are recorded ([`Capture`]),
 //! and the final head is parsed again from them here, with the same parser hyper uses.
 
+use super::HttpError;
 use bytes::Bytes;
+use http::Version;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
 
 /// Bytes kept while waiting for a head: more than the largest head accepted
 /// ([`MAX_HEAD_SIZE`]); what arrives beyond it is only counted.
@@ -154,8 +158,77 @@ fn unfold(value: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
+/// What happens to the connection once its body has been read to the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterBody {
+    Close,
+    /// Back to the pool; with the server's idle timeout when it gave one
+    /// (`Keep-Alive: timeout=N`).
+    Reuse(Option<Duration>),
+}
+
+/// What a final head says about its body and its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    /// The body's length, when a `Content-Length` frames it.
+    pub content_length: Option<u64>,
+    pub after_body: AfterBody,
+}
+
+impl Framing {
+    /// Reads a final head's fields, and refuses what httpx refuses, with its class
+    /// (`RemoteProtocolError`): a `101 Switching Protocols` no request asked for, and a
+    /// transfer-coding other than chunked alone (passing it on would hand over undecoded bytes).
+    pub fn of(version: Version, status: u16, fields: &[(Bytes, Bytes)]) -> Result<Framing, HttpError> {
+        if status == 101 {
+            return Err(HttpError::RemoteProtocol("the server switched protocols (101) without being asked to".into()));
+        }
+        let mut codings = tokens(fields, "transfer-encoding");
+        let chunked = match (codings.next(), codings.next()) {
+            (None, _) => false,
+            (Some(coding), None) if coding.eq_ignore_ascii_case(b"chunked") => true,
+            _ => return Err(HttpError::RemoteProtocol("unsupported Transfer-Encoding (only chunked is accepted)".into())),
+        };
+        // A Transfer-Encoding takes precedence over a Content-Length (RFC 9112 §6.3).
+        let content_length = match chunked {
+            true => None,
+            false => {
+                let mut lengths = tokens(fields, "content-length");
+                match (lengths.next(), lengths.next()) {
+                    (Some(length), None) => std::str::from_utf8(length).ok().and_then(|l| l.parse().ok()),
+                    _ => None,
+                }
+            }
+        };
+        // HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with keep-alive.
+        let says = |token: &[u8]| tokens(fields, "connection").any(|t| t.eq_ignore_ascii_case(token));
+        let reusable = match version {
+            Version::HTTP_11 => !says(b"close"),
+            Version::HTTP_10 => says(b"keep-alive"),
+            _ => false,
+        };
+        let after_body = match reusable {
+            true => AfterBody::Reuse(server_idle_timeout(fields)),
+            false => AfterBody::Close,
+        };
+        Ok(Framing { content_length, after_body })
+    }
+}
+
+/// The server's `Keep-Alive: timeout=N` hint, if it gave one.
+fn server_idle_timeout(fields: &[(Bytes, Bytes)]) -> Option<Duration> {
+    tokens(fields, "keep-alive").find_map(|param| {
+        let (name, value) = std::str::from_utf8(param).ok()?.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("timeout") {
+            return None;
+        }
+        let seconds: u64 = value.trim().trim_matches('"').parse().ok()?;
+        Some(Duration::from_secs(seconds.min(24 * 3600)))
+    })
+}
+
 /// The comma-separated tokens of every field named `name` (case-insensitive), in order.
-pub fn tokens<'a>(fields: &'a [(Bytes, Bytes)], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+fn tokens<'a>(fields: &'a [(Bytes, Bytes)], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
     fields
         .iter()
         .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))

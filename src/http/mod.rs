@@ -7,7 +7,7 @@ mod runtime;
 pub mod tls;
 
 pub use conn::HttpConn;
-pub use runtime::{block_on, reset_after_fork, spawn};
+pub use runtime::{block_on, fork_generation, reset_after_fork, spawn};
 
 use crate::pool::{CloseReason, Clock, Endpoint, Lease, Pool, Route, SystemClock};
 use bytes::Bytes;
@@ -130,22 +130,11 @@ pub struct Response {
     pub headers: Vec<(Bytes, Bytes)>,
     /// Body bytes read together with the head (in memory: handing them over never waits).
     pub body_bytes_read: usize,
+    /// The body's length, when a `Content-Length` frames it (not a Transfer-Encoding).
+    pub content_length: Option<u64>,
     /// Whether this request opened a new connection (for the `trace` extension).
     pub new_connection: bool,
     pub body: Body,
-}
-
-impl Response {
-    /// The `Content-Length`, if the body is framed by one (not when a Transfer-Encoding, which
-    /// takes precedence, is there too).
-    pub fn content_length(&self) -> Option<u64> {
-        if head::tokens(&self.headers, "transfer-encoding").next().is_some() {
-            return None;
-        }
-        let mut lengths = head::tokens(&self.headers, "content-length");
-        let length = std::str::from_utf8(lengths.next()?).ok()?.parse().ok()?;
-        lengths.next().is_none().then_some(length)
-    }
 }
 
 impl Client {
@@ -198,16 +187,19 @@ impl Client {
                             0,
                         ),
                     };
-                    if let Err(e) = refuse_what_httpx_refuses(parts.status.as_u16(), &headers) {
-                        in_flight.discard(CloseReason::NotReusable);
-                        return Err(e);
-                    }
-                    let keep_alive = keeps_alive(parts.version, &headers);
+                    let framing = match head::Framing::of(parts.version, parts.status.as_u16(), &headers) {
+                        Ok(framing) => framing,
+                        Err(e) => {
+                            in_flight.discard(CloseReason::NotReusable);
+                            return Err(e);
+                        }
+                    };
                     return Ok(Response {
                         status: parts.status.as_u16(),
                         reason,
                         version: parts.version,
                         body_bytes_read,
+                        content_length: framing.content_length,
                         new_connection,
                         body: Body {
                             incoming: Some(incoming),
@@ -215,8 +207,7 @@ impl Client {
                             in_flight,
                             activity,
                             read_timeout: request.timeouts.read,
-                            keep_alive,
-                            server_idle_timeout: keep_alive.then(|| server_idle_timeout(&headers)).flatten(),
+                            after_body: framing.after_body,
                             drain: self.drain,
                             stats: self.stats.clone(),
                         },
@@ -257,32 +248,6 @@ async fn checkout(pool: &Pool<HttpConn>, route: &Route<HttpConn>, limit: Option<
             },
         },
     }
-}
-
-/// Heads httpx does not accept, refused the same way (its class, `RemoteProtocolError`): a
-/// transfer-coding other than chunked alone (passing it on would hand over undecoded bytes),
-/// and a `101 Switching Protocols` no request asked for.
-fn refuse_what_httpx_refuses(status: u16, headers: &[(Bytes, Bytes)]) -> Result<(), HttpError> {
-    if status == 101 {
-        return Err(HttpError::RemoteProtocol("the server switched protocols (101) without being asked to".into()));
-    }
-    let mut codings = head::tokens(headers, "transfer-encoding").peekable();
-    if codings.peek().is_some() && !(codings.next().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) && codings.next().is_none()) {
-        return Err(HttpError::RemoteProtocol("unsupported Transfer-Encoding (only chunked is accepted)".into()));
-    }
-    Ok(())
-}
-
-/// The server's `Keep-Alive: timeout=N` hint, if it gave one.
-fn server_idle_timeout(headers: &[(Bytes, Bytes)]) -> Option<Duration> {
-    head::tokens(headers, "keep-alive").find_map(|param| {
-        let (name, value) = std::str::from_utf8(param).ok()?.split_once('=')?;
-        if !name.trim().eq_ignore_ascii_case("timeout") {
-            return None;
-        }
-        let seconds: u64 = value.trim().trim_matches('"').parse().ok()?;
-        Some(Duration::from_secs(seconds.min(24 * 3600)))
-    })
 }
 
 /// A lease in use by a request: if the request is dropped half-way (cancelled, timed out), the
@@ -460,16 +425,6 @@ async fn watch<F: Future>(activity: &Activity, timeouts: &Timeouts, work: F) -> 
     }
 }
 
-/// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with keep-alive.
-fn keeps_alive(version: Version, headers: &[(Bytes, Bytes)]) -> bool {
-    let has = |token: &[u8]| head::tokens(headers, "connection").any(|t| t.eq_ignore_ascii_case(token));
-    match version {
-        Version::HTTP_11 => !has(b"close"),
-        Version::HTTP_10 => has(b"keep-alive"),
-        _ => false,
-    }
-}
-
 /// A response body being read. Reading it to the end gives the connection back to the pool;
 /// closing it early drains the rest in the background (within the drain policy).
 pub struct Body {
@@ -480,9 +435,7 @@ pub struct Body {
     in_flight: InFlight,
     activity: Arc<Activity>,
     read_timeout: Option<Duration>,
-    keep_alive: bool,
-    /// What the server said of its idle timeout (`Keep-Alive: timeout=N`).
-    server_idle_timeout: Option<Duration>,
+    after_body: head::AfterBody,
     drain: DrainPolicy,
     stats: Arc<ClientStats>,
 }
@@ -595,14 +548,15 @@ impl Body {
 
     fn finish(&mut self) {
         self.incoming = None;
-        if !self.keep_alive {
-            self.in_flight.discard(CloseReason::NotReusable);
-            return;
+        match self.after_body {
+            head::AfterBody::Close => self.in_flight.discard(CloseReason::NotReusable),
+            head::AfterBody::Reuse(server_idle_timeout) => {
+                if let Some(conn) = self.in_flight.0.as_ref().and_then(|l| l.conn()) {
+                    conn.set_server_idle_timeout(server_idle_timeout);
+                }
+                self.in_flight.release();
+            }
         }
-        if let Some(conn) = self.in_flight.0.as_ref().and_then(|l| l.conn()) {
-            conn.set_server_idle_timeout(self.server_idle_timeout);
-        }
-        self.in_flight.release();
     }
 
     fn fail(&mut self) {
@@ -618,7 +572,7 @@ impl Body {
         if self.incoming.is_none() {
             return;
         }
-        if !self.keep_alive {
+        if self.after_body == head::AfterBody::Close {
             self.fail();
             return;
         }

@@ -280,6 +280,6 @@ async fn chunked_framing_wins_over_a_content_length() {
     });
     let (pool, client) = (pool(4), client());
     let mut response = client.send(&pool, request(&server, Method::GET, b"", Timeouts::default())).await.unwrap();
-    assert_eq!(response.content_length(), None);
+    assert_eq!(response.content_length, None);
     assert_eq!(read_all(&mut response.body).await.0, b"hello");
 }

@@ -125,7 +125,7 @@ async fn send_and_prefetch(prepared: Prepared) -> Result<PyResponse, HttpError> 
     let mut response = client.send(&pool, request).await?;
     // With a Content-Length, the body bytes read with the head are all data; chunked framing
     // would make that count promise more data than is there, so those take only what is ready.
-    let in_memory = response.content_length().map_or(0, |n| n.min(response.body_bytes_read as u64) as usize);
+    let in_memory = response.content_length.map_or(0, |n| n.min(response.body_bytes_read as u64) as usize);
     let prefetched = response.body.chunks_in_memory(in_memory, READ_WITH_HEAD).await;
     Ok(PyResponse::new(response, prefetched))
 }

@@ -5,7 +5,6 @@ use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// What a pooled slot holds for pools reached from Python: a real connection, once opened.
 pub type Conn = crate::http::HttpConn;
@@ -15,8 +14,6 @@ pub const DEFAULT_POOL: &str = "default";
 /// Only touched while holding the GIL, so the thread that forks (holding the GIL) never finds
 /// it locked by another thread.
 static POOLS: Lazy<Mutex<HashMap<String, Pool<Conn>>>> = Lazy::new(Default::default);
-/// Bumped in a forked child: handles from before the fork then look their pool up again.
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// Settings of the default pool: defaults, then `FAST_LITELLM_*` environment variables.
 pub fn default_settings() -> Result<Settings, SettingsError> {
@@ -28,7 +25,8 @@ pub fn default_settings() -> Result<Settings, SettingsError> {
 pub struct Handle {
     pub name: String,
     pool: Pool<Conn>,
-    generation: u64,
+    /// The process generation it was made in: after a fork, the handle looks its pool up again.
+    generation: usize,
 }
 
 impl Handle {
@@ -38,7 +36,7 @@ impl Handle {
         name: &str,
         make_settings: impl FnOnce() -> Result<Settings, SettingsError>,
     ) -> Result<(Handle, bool), SettingsError> {
-        let generation = FORK_GENERATION.load(Relaxed);
+        let generation = crate::http::fork_generation();
         let mut pools = POOLS.lock();
         let (pool, created) = match pools.get(name) {
             Some(pool) => (pool.clone(), false),
@@ -57,7 +55,7 @@ impl Handle {
 
     /// The pool; in a forked child, the child's own pool of the same name.
     pub fn pool(&self) -> Cow<'_, Pool<Conn>> {
-        if self.generation == FORK_GENERATION.load(Relaxed) {
+        if self.generation == crate::http::fork_generation() {
             return Cow::Borrowed(&self.pool);
         }
         match Handle::open(&self.name, || Ok(self.pool.settings())) {
@@ -77,6 +75,6 @@ pub fn reset_after_fork() {
             std::mem::forget(std::mem::replace(pool, fresh));
         }
     }
-    FORK_GENERATION.fetch_add(1, Relaxed);
+    // Also starts the child's generation, so handles from before the fork look up again.
     crate::http::reset_after_fork();
 }
