@@ -63,6 +63,8 @@ class HttpEngine:
         cert: "str | tuple[str, str] | None" = None,
         drain_bytes: int = 262144,
         drain_timeout: float = 0.5,
+        http1: bool = True,
+        http2: bool = False,
     ) -> None: ...
     def send(
         self, method: str, scheme: str, host: str, port: Optional[int], target: bytes,

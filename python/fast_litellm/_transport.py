@@ -48,7 +48,10 @@ def _timeouts(request: httpx.Request) -> tuple:
 
 
 def _extensions(response: Any) -> dict:
-    return {"http_version": response.http_version, "reason_phrase": response.reason_phrase}
+    version = response.http_version
+    if version == b"HTTP/2":  # no reason phrase in HTTP/2: httpx then shows the standard one
+        return {"http_version": version}
+    return {"http_version": version, "reason_phrase": response.reason_phrase}
 
 
 class _ProxyRouter:
@@ -90,10 +93,12 @@ class _ProxyRouter:
 
 
 def _engine_and_proxies(pool: Pool, verify: Verify, cert: Cert, trust_env: bool, proxy: Any, drain_bytes: int,
-                        drain_timeout: float, proxy_transport: Any) -> tuple:
+                        drain_timeout: float, http1: bool, http2: bool, proxy_transport: Any) -> tuple:
     """What both transports are made of: the Rust engine, and the proxy router."""
-    engine = _core.HttpEngine(pool, verify, cert, drain_bytes, drain_timeout)
-    proxies = _ProxyRouter(proxy, trust_env, lambda p: proxy_transport(proxy=p, verify=verify, cert=cert))
+    engine = _core.HttpEngine(pool, verify, cert, drain_bytes, drain_timeout, http1, http2)
+    proxies = _ProxyRouter(
+        proxy, trust_env, lambda p: proxy_transport(proxy=p, verify=verify, cert=cert, http1=http1, http2=http2)
+    )
     return engine, proxies
 
 
@@ -103,6 +108,9 @@ class HTTPTransport(httpx.BaseTransport):
     ``pool``: a ``SimpleConnectionPool``, a pool name, or ``None`` for the default pool.
     ``verify``: ``True`` (bundled Mozilla roots), ``False``, or a CA bundle path.
     ``cert``: a PEM file with certificate and key, or a ``(certificate, key)`` pair of paths.
+    ``http1`` / ``http2``: the HTTP versions spoken, as httpx: with ``http2=True`` TLS offers
+    HTTP/2 and the server chooses (cleartext uses HTTP/1.1 unless ``http1=False``); HTTP/2
+    requests to an endpoint share its connections as streams.
     ``proxy`` / ``trust_env``: as httpx; a request a proxy applies to goes through httpx's own
     transport for that proxy. ``drain_bytes`` / ``drain_timeout``: how much of a body closed
     early is read in the background so its connection can be reused.
@@ -121,9 +129,11 @@ class HTTPTransport(httpx.BaseTransport):
         proxy: Any = None,
         drain_bytes: int = 256 * 1024,
         drain_timeout: float = 0.5,
+        http1: bool = True,
+        http2: bool = False,
     ) -> None:
         self._engine, self._proxies = _engine_and_proxies(
-            pool, verify, cert, trust_env, proxy, drain_bytes, drain_timeout, httpx.HTTPTransport
+            pool, verify, cert, trust_env, proxy, drain_bytes, drain_timeout, http1, http2, httpx.HTTPTransport
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -175,9 +185,11 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
         proxy: Any = None,
         drain_bytes: int = 256 * 1024,
         drain_timeout: float = 0.5,
+        http1: bool = True,
+        http2: bool = False,
     ) -> None:
         self._engine, self._proxies = _engine_and_proxies(
-            pool, verify, cert, trust_env, proxy, drain_bytes, drain_timeout, httpx.AsyncHTTPTransport
+            pool, verify, cert, trust_env, proxy, drain_bytes, drain_timeout, http1, http2, httpx.AsyncHTTPTransport
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

@@ -1,7 +1,9 @@
-//! One HTTP/1.1 connection: TCP, TLS where the scheme is https, hyper's client on top, and a
-//! record of the socket's progress that the read and write timeouts are measured against.
+//! One connection: TCP, TLS where the scheme is https, HTTP/1.1 (hyper's client) or HTTP/2 (see
+//! `http2`) on top, and a record of the socket's progress that HTTP/1.1's read and write
+//! timeouts are measured against.
 
 use super::head::{Capture, MAX_FIELDS, MAX_HEAD_SIZE};
+use super::http2::{self, Counted, Http2Conn, KeepAlive, Streams};
 use super::{now, HttpError, Timeouts};
 use crate::pool::{Connection, Endpoint, Scheme};
 use bytes::Bytes;
@@ -23,9 +25,15 @@ use tokio_rustls::TlsConnector;
 
 pub type RequestBody = Full<Bytes>;
 
-/// A pooled HTTP/1.1 connection. Dropping it closes the socket at once.
+/// How requests go out on a connection: the HTTP version the server agreed to.
+pub enum Sender {
+    Http1(http1::SendRequest<RequestBody>),
+    Http2(Http2Conn),
+}
+
+/// A pooled connection. Dropping it closes the socket at once.
 pub struct HttpConn {
-    pub sender: http1::SendRequest<RequestBody>,
+    pub sender: Sender,
     pub activity: Arc<Activity>,
     driver: AbortHandle,
     /// The same socket as the one hyper's task owns (a second descriptor of it), so that a drop
@@ -38,6 +46,8 @@ pub struct HttpConn {
     /// Not to be reused from this moment on (monotonic nanoseconds; 0: no such moment): the
     /// server said when it closes idle connections (`Keep-Alive: timeout=N`).
     reuse_until: AtomicU64,
+    /// Counted among its endpoint's open connections of its HTTP version while it lives.
+    _counted: Counted,
 }
 
 impl HttpConn {
@@ -52,7 +62,7 @@ impl HttpConn {
         self.reuse_until.store(until, Relaxed);
     }
 
-    fn socket_is_idle_and_open(&self) -> bool {
+    fn socket_is_idle_and_open(&self, unasked_bytes_allowed: bool) -> bool {
         use rustix::event::{poll, PollFd, PollFlags, Timespec};
         let mut fds = [PollFd::new(&self.socket, PollFlags::IN | PollFlags::RDHUP)];
         if poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 0 })).is_err() {
@@ -65,18 +75,28 @@ impl HttpConn {
         }
         // Bytes nobody asked for on an idle HTTP/1.1 connection: it cannot carry a request.
         // Over TLS they may be records for rustls (session tickets), read by hyper's task.
-        !seen.contains(PollFlags::IN) || self.tls
+        !seen.contains(PollFlags::IN) || unasked_bytes_allowed
     }
 }
 
 impl Connection for HttpConn {
+    type PerEndpoint = Arc<Streams>;
+
     /// hyper's connection task keeps reading an idle socket, so a peer's close (or a broken
     /// socket) ends the task and closes the sender. The socket itself is looked at too, as
     /// httpcore does before reusing a connection: a close can be in the kernel before hyper's
     /// task has run, and a request written then would be lost.
+    ///
+    /// Over HTTP/2 the server may send frames at any time (PING, SETTINGS), read by the
+    /// connection's task: only a close or GOAWAY makes it unusable.
     fn is_open(&self) -> bool {
-        let until = self.reuse_until.load(Relaxed);
-        !self.sender.is_closed() && (until == 0 || now() < until) && self.socket_is_idle_and_open()
+        match &self.sender {
+            Sender::Http1(sender) => {
+                let until = self.reuse_until.load(Relaxed);
+                !sender.is_closed() && (until == 0 || now() < until) && self.socket_is_idle_and_open(self.tls)
+            }
+            Sender::Http2(conn) => conn.is_open() && self.socket_is_idle_and_open(true),
+        }
     }
 }
 
@@ -251,17 +271,27 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// Opens a connection: DNS, TCP (each address in turn), TLS for https, the HTTP/1.1 handshake.
+/// How a client's connections are made: TLS configuration (its ALPN offers the HTTP versions
+/// allowed), HTTP/2 with prior knowledge over cleartext, and HTTP/2's keep-alive.
+pub struct Dialer {
+    pub tls: Arc<ClientConfig>,
+    /// Speak HTTP/2 on cleartext connections without asking (httpx's `http1=False`).
+    pub prior_knowledge: bool,
+    pub keep_alive: KeepAlive,
+}
+
+/// Opens a connection: DNS, TCP (each address in turn), TLS for https, the HTTP handshake
+/// (HTTP/2 when TLS's ALPN agreed on it or with prior knowledge, else HTTP/1.1).
 /// The whole is bounded by the connect timeout.
-pub async fn connect(endpoint: &Endpoint, tls: &Arc<ClientConfig>, timeouts: &Timeouts) -> Result<HttpConn, HttpError> {
-    let work = open(endpoint, tls);
+pub async fn connect(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>, timeouts: &Timeouts) -> Result<HttpConn, HttpError> {
+    let work = open(endpoint, dialer, streams);
     match timeouts.connect {
         Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| HttpError::ConnectTimeout)?,
         None => work.await,
     }
 }
 
-async fn open(endpoint: &Endpoint, tls: &Arc<ClientConfig>) -> Result<HttpConn, HttpError> {
+async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> Result<HttpConn, HttpError> {
     let host = endpoint.host_bare();
     let addrs = tokio::net::lookup_host((host, endpoint.port()))
         .await
@@ -285,18 +315,35 @@ async fn open(endpoint: &Endpoint, tls: &Arc<ClientConfig>) -> Result<HttpConn, 
     let socket = std::net::TcpStream::from(
         std::os::fd::AsFd::as_fd(&tcp).try_clone_to_owned().map_err(|e| HttpError::Connect(e.to_string()))?,
     );
-    let stream = match endpoint.scheme() {
-        Scheme::Http => Stream::Plain(tcp),
+    let (stream, http2) = match endpoint.scheme() {
+        Scheme::Http => (Stream::Plain(tcp), dialer.prior_knowledge),
         Scheme::Https => {
-            let tls_stream = TlsConnector::from(tls.clone())
+            let tls_stream = TlsConnector::from(dialer.tls.clone())
                 .connect(super::tls::server_name(host)?, tcp)
                 .await
                 .map_err(|e| HttpError::Connect(format!("TLS handshake failed: {e}")))?;
-            Stream::Tls(Box::new(tls_stream))
+            let http2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            (Stream::Tls(Box::new(tls_stream)), http2)
         }
     };
     let activity = Arc::new(Activity::default());
     activity.touch();
+    let fork_generation = super::runtime::fork_generation();
+    let tls = endpoint.scheme() == Scheme::Https;
+    if http2 {
+        let io = Tracked { inner: stream, activity: activity.clone() };
+        let (conn, driver) = http2::handshake(io, dialer.keep_alive, streams.clone()).await?;
+        return Ok(HttpConn {
+            sender: Sender::Http2(conn),
+            activity,
+            driver,
+            socket,
+            fork_generation,
+            tls,
+            reuse_until: AtomicU64::new(0),
+            _counted: streams.count(http::Version::HTTP_2),
+        });
+    }
     let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
     let (sender, connection) = http1::Builder::new()
         .max_headers(MAX_FIELDS)
@@ -311,12 +358,13 @@ async fn open(endpoint: &Endpoint, tls: &Arc<ClientConfig>) -> Result<HttpConn, 
     })
     .abort_handle();
     Ok(HttpConn {
-        sender,
+        sender: Sender::Http1(sender),
         activity,
         driver,
         socket,
-        fork_generation: super::runtime::fork_generation(),
-        tls: endpoint.scheme() == Scheme::Https,
+        fork_generation,
+        tls,
         reuse_until: AtomicU64::new(0),
+        _counted: streams.count(http::Version::HTTP_11),
     })
 }

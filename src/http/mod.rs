@@ -1,23 +1,24 @@
-//! The HTTP engine: pooled HTTP/1.1 connections over tokio + hyper (rustls for TLS), response
-//! bodies streamed chunk by chunk, drain-on-close, timeouts. Knows nothing of Python.
+//! The HTTP engine: pooled HTTP/1.1 connections over tokio + hyper and HTTP/2 streams over h2
+//! (rustls for TLS), response bodies streamed chunk by chunk, drain-on-close, timeouts. Knows
+//! nothing of Python.
 
 mod conn;
 mod head;
+pub mod http2;
 mod runtime;
 pub mod tls;
 
 pub use conn::HttpConn;
+pub use http2::{KeepAlive, ProtocolCounts, Streams};
 pub use runtime::{block_on, fork_generation, reset_after_fork, spawn};
 
-use crate::pool::{CloseReason, Clock, Endpoint, Lease, Pool, Route, SystemClock};
+use crate::pool::{CloseReason, Clock, Endpoint, Lease, Pool, Route, Scheme, SystemClock};
 use bytes::Bytes;
-use conn::Activity;
+use conn::{Activity, Dialer};
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Version};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Body as _;
-use hyper::body::Incoming;
-use rustls::ClientConfig;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -92,9 +93,10 @@ pub struct ClientStats {
     pub drain_abandoned: AtomicU64,
 }
 
-/// Sends requests over one pool with one set of TLS settings.
+/// Sends requests over one pool with one set of TLS settings and HTTP versions.
 pub struct Client {
-    tls: Arc<ClientConfig>,
+    dialer: Dialer,
+    versions: tls::Versions,
     tls_profile: u32,
     drain: DrainPolicy,
     pub stats: Arc<ClientStats>,
@@ -138,16 +140,29 @@ pub struct Response {
 }
 
 impl Client {
-    pub fn new(tls: tls::TlsSettings, drain: DrainPolicy) -> Result<Client, HttpError> {
-        Ok(Client { tls_profile: tls.profile_id(), tls: tls.client_config()?, drain, stats: Arc::default() })
+    pub fn new(tls: tls::TlsSettings, drain: DrainPolicy, keep_alive: KeepAlive) -> Result<Client, HttpError> {
+        let versions = tls.versions;
+        if !versions.http1 && !versions.http2 {
+            return Err(HttpError::Config("at least one of http1 and http2 must be enabled".into()));
+        }
+        let dialer = Dialer { tls: tls.client_config()?, prior_knowledge: versions.http2 && !versions.http1, keep_alive };
+        Ok(Client { dialer, versions, tls_profile: tls.profile_id(), drain, stats: Arc::default() })
     }
 
-    /// The pool key for an origin under this client's TLS settings.
+    /// The pool key for an origin under this client's TLS settings (cleartext HTTP/2 with prior
+    /// knowledge gets keys of its own: its connections cannot carry HTTP/1.1).
     pub fn endpoint(&self, origin: Endpoint) -> Endpoint {
         match origin.scheme() {
-            crate::pool::Scheme::Https => origin.with_tls_profile(self.tls_profile),
-            crate::pool::Scheme::Http => origin,
+            Scheme::Https => origin.with_tls_profile(self.tls_profile),
+            Scheme::Http if self.dialer.prior_knowledge => origin.with_tls_profile(self.tls_profile),
+            Scheme::Http => origin,
         }
+    }
+
+    /// Whether requests to this endpoint may go over HTTP/2 (offered in TLS's ALPN, or spoken
+    /// with prior knowledge): then they share connections as streams.
+    fn offers_http2(&self, endpoint: &Endpoint) -> bool {
+        self.versions.http2 && (endpoint.scheme() == Scheme::Https || self.dialer.prior_knowledge)
     }
 
     /// Sends one request and returns once the response head has arrived.
@@ -162,72 +177,221 @@ impl Client {
         let route = pool.route(&request.endpoint);
         let mut retried = false;
         loop {
-            let lease = checkout(pool, &route, request.timeouts.pool).await?;
-            let mut in_flight = InFlight(Some(lease));
-            let new_connection = in_flight.lease().conn().is_none();
-            if new_connection {
-                match conn::connect(&request.endpoint, &self.tls, &request.timeouts).await {
-                    Ok(conn) => in_flight.lease_mut().set_conn(conn),
-                    Err(e) => {
-                        in_flight.discard(CloseReason::ConnectFailed);
-                        return Err(e);
-                    }
+            let (attempt, new_connection) = match self.connection(pool, &route, &request).await? {
+                Conn::Http1(in_flight, new_connection) => (self.send_http1(in_flight, new_connection, &request).await, new_connection),
+                Conn::Http2(stream) => {
+                    let new_connection = stream.new_connection;
+                    (self.send_http2(stream, &request).await, new_connection)
                 }
-            }
-            match exchange(&mut in_flight, &request).await {
-                Ok((head, raw, incoming, activity)) => {
-                    let (parts, ()) = head.into_parts();
-                    let (headers, reason, body_bytes_read) = match raw {
-                        Some(raw) => (raw.fields, raw.reason, raw.body_bytes_read),
-                        // Not found in what was recorded (never seen: hyper parsed the same
-                        // bytes): hyper's view, every value kept, names lowercase.
-                        None => (
-                            parts.headers.iter().map(|(k, v)| (Bytes::copy_from_slice(k.as_str().as_bytes()), Bytes::copy_from_slice(v.as_bytes()))).collect(),
-                            Bytes::from_static(parts.status.canonical_reason().unwrap_or("").as_bytes()),
-                            0,
-                        ),
-                    };
-                    let framing = match head::Framing::of(parts.version, parts.status.as_u16(), &headers) {
-                        Ok(framing) => framing,
-                        Err(e) => {
-                            in_flight.discard(CloseReason::NotReusable);
-                            return Err(e);
-                        }
-                    };
-                    return Ok(Response {
-                        status: parts.status.as_u16(),
-                        reason,
-                        version: parts.version,
-                        body_bytes_read,
-                        content_length: framing.content_length,
-                        new_connection,
-                        body: Body {
-                            incoming: Some(incoming),
-                            pending_error: None,
-                            in_flight,
-                            activity,
-                            read_timeout: request.timeouts.read,
-                            after_body: framing.after_body,
-                            drain: self.drain,
-                            stats: self.stats.clone(),
-                        },
-                        headers,
-                    });
-                }
+            };
+            match attempt {
+                Ok(response) => return Ok(response),
                 Err(Failure { error, sent }) => {
-                    in_flight.discard(CloseReason::NotReusable);
                     let may_resend = match sent {
                         Sent::Nothing => true,
-                        Sent::NoResponse => request.is_replayable(),
+                        // A new connection that fails is no stale connection: its error says
+                        // something about the server.
+                        Sent::NoResponse => !new_connection && request.is_replayable(),
                         Sent::Final => false,
                     };
-                    if !new_connection && may_resend && !retried {
+                    if may_resend && !retried {
                         retried = true;
                         self.stats.retried.fetch_add(1, Relaxed);
                         continue;
                     }
                     return Err(error);
                 }
+            }
+        }
+    }
+
+    /// A connection to send on: an HTTP/1.1 connection under a lease, or a stream on an
+    /// HTTP/2 connection. Opens one if the pool hands out a new slot.
+    async fn connection(&self, pool: &Pool<HttpConn>, route: &Route<HttpConn>, request: &RequestParts) -> Result<Conn, HttpError> {
+        let streams = route.per_endpoint();
+        let offers_http2 = self.offers_http2(&request.endpoint);
+        let lease = match offers_http2 {
+            true => match checkout_http2(pool, route, streams, request.timeouts.pool).await? {
+                Offer::Stream(stream) => return Ok(Conn::Http2(stream)),
+                Offer::Lease(lease) => lease,
+            },
+            false => checkout(pool, route, request.timeouts.pool).await?,
+        };
+        let mut lease = match streams.carry(lease, false) {
+            Ok(stream) => return Ok(Conn::Http2(stream)),
+            Err(lease) => lease,
+        };
+        if lease.conn().is_some() {
+            return Ok(Conn::Http1(InFlight::Lease(Some(lease)), false));
+        }
+        // Others offering HTTP/2 may wait for this connection rather than open their own.
+        let _opening = offers_http2.then(|| streams.opening());
+        match conn::connect(&request.endpoint, &self.dialer, streams, &request.timeouts).await {
+            Ok(conn) => lease.set_conn(conn),
+            Err(e) => {
+                Lease::discard(lease, CloseReason::ConnectFailed);
+                return Err(e);
+            }
+        }
+        match streams.carry(lease, true) {
+            Ok(stream) => Ok(Conn::Http2(stream)),
+            Err(lease) => {
+                if offers_http2 {
+                    streams.speaks_http1();
+                }
+                Ok(Conn::Http1(InFlight::Lease(Some(lease)), true))
+            }
+        }
+    }
+
+    async fn send_http1(&self, mut in_flight: InFlight, new_connection: bool, request: &RequestParts) -> Result<Response, Failure> {
+        match exchange(&mut in_flight, request).await {
+            Ok((head, raw, incoming, activity)) => {
+                let (parts, ()) = head.into_parts();
+                let (headers, reason, body_bytes_read) = match raw {
+                    Some(raw) => (raw.fields, raw.reason, raw.body_bytes_read),
+                    // Not found in what was recorded (never seen: hyper parsed the same
+                    // bytes): hyper's view, every value kept, names lowercase.
+                    None => (
+                        field_lines(&parts.headers),
+                        Bytes::from_static(parts.status.canonical_reason().unwrap_or("").as_bytes()),
+                        0,
+                    ),
+                };
+                let framing = match head::Framing::of(parts.version, parts.status.as_u16(), &headers) {
+                    Ok(framing) => framing,
+                    Err(error) => {
+                        in_flight.discard(CloseReason::NotReusable);
+                        return Err(Failure { error, sent: Sent::Final });
+                    }
+                };
+                Ok(Response {
+                    status: parts.status.as_u16(),
+                    reason,
+                    version: parts.version,
+                    body_bytes_read,
+                    content_length: framing.content_length,
+                    new_connection,
+                    body: Body {
+                        incoming: Some(Incoming::Http1(incoming)),
+                        pending_error: None,
+                        in_flight,
+                        activity,
+                        read_timeout: request.timeouts.read,
+                        after_body: framing.after_body,
+                        drain: self.drain,
+                        stats: self.stats.clone(),
+                    },
+                    headers,
+                })
+            }
+            Err(failure) => {
+                in_flight.discard(CloseReason::NotReusable);
+                Err(failure)
+            }
+        }
+    }
+
+    async fn send_http2(&self, stream: http2::Stream, request: &RequestParts) -> Result<Response, Failure> {
+        let head = http2::exchange(&stream, request).await?;
+        let content_length = head
+            .parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        Ok(Response {
+            status: head.parts.status.as_u16(),
+            // HTTP/2 has no reason phrase.
+            reason: Bytes::new(),
+            version: Version::HTTP_2,
+            headers: field_lines(&head.parts.headers),
+            body_bytes_read: 0,
+            content_length,
+            new_connection: stream.new_connection,
+            body: Body {
+                incoming: Some(Incoming::Http2(head.body)),
+                pending_error: None,
+                in_flight: InFlight::Stream(Some(stream)),
+                activity: head.activity,
+                read_timeout: request.timeouts.read,
+                after_body: head::AfterBody::Reuse(None),
+                drain: self.drain,
+                stats: self.stats.clone(),
+            },
+        })
+    }
+}
+
+/// Field lines as hyper or h2 parsed them: every value kept, names lowercase.
+fn field_lines(headers: &http::HeaderMap) -> Vec<(Bytes, Bytes)> {
+    headers.iter().map(|(k, v)| (Bytes::copy_from_slice(k.as_str().as_bytes()), Bytes::copy_from_slice(v.as_bytes()))).collect()
+}
+
+/// What a request is sent on.
+enum Conn {
+    /// An HTTP/1.1 connection, and whether it was opened for this request.
+    Http1(InFlight, bool),
+    Http2(http2::Stream),
+}
+
+/// What an HTTP/2-capable checkout got.
+enum Offer {
+    Stream(http2::Stream),
+    /// From the pool: an idle connection of either version, or a new slot to open.
+    Lease(Lease<HttpConn>),
+}
+
+/// Waits for a stream on an HTTP/2 connection of the endpoint, or else a connection from the
+/// pool, up to the pool timeout. Queued in the pool, a request still takes a stream that frees
+/// up first.
+async fn checkout_http2(
+    pool: &Pool<HttpConn>,
+    route: &Route<HttpConn>,
+    streams: &Arc<Streams>,
+    limit: Option<Duration>,
+) -> Result<Offer, HttpError> {
+    let deadline = limit.map(|limit| tokio::time::Instant::now() + limit);
+    let expired = || async move {
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    };
+    // Queued in the pool, a request keeps its place while it looks for streams again.
+    let mut ticket = None;
+    loop {
+        let changed = streams.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        match streams.next() {
+            http2::Next::Stream(stream) => return Ok(Offer::Stream(stream)),
+            http2::Next::Wait(waiting) if ticket.is_none() => {
+                tokio::select! {
+                    _ = &mut changed => {}
+                    _ = expired() => {
+                        pool.record_wait_timeout();
+                        return Err(HttpError::PoolTimeout);
+                    }
+                }
+                drop(waiting);
+                continue;
+            }
+            http2::Next::Wait(_) | http2::Next::Pool => {}
+        }
+        let queued = match &mut ticket {
+            Some(queued) => queued,
+            None => match pool.get_or_queue(route) {
+                Ok(lease) => return Ok(Offer::Lease(lease)),
+                Err(queued) => ticket.insert(queued),
+            },
+        };
+        tokio::select! {
+            lease = queued => return Ok(Offer::Lease(lease)),
+            _ = &mut changed => {}
+            _ = expired() => {
+                pool.record_wait_timeout();
+                return Err(HttpError::PoolTimeout);
             }
         }
     }
@@ -250,25 +414,44 @@ async fn checkout(pool: &Pool<HttpConn>, route: &Route<HttpConn>, limit: Option<
     }
 }
 
-/// A lease in use by a request: if the request is dropped half-way (cancelled, timed out), the
-/// connection's state is unknown, so it is closed, never returned.
-struct InFlight(Option<Lease<HttpConn>>);
+/// What a request holds while in flight: a leased HTTP/1.1 connection, or an HTTP/2 stream.
+/// If the request is dropped half-way (cancelled, timed out), an HTTP/1.1 connection's state is
+/// unknown, so it is closed, never returned; an HTTP/2 stream is reset (h2 does it when the
+/// stream's handles are dropped) and its connection carries on.
+enum InFlight {
+    Lease(Option<Lease<HttpConn>>),
+    Stream(Option<http2::Stream>),
+}
 
 impl InFlight {
-    fn lease(&self) -> &Lease<HttpConn> {
-        self.0.as_ref().expect("in flight until finished")
-    }
-    fn lease_mut(&mut self) -> &mut Lease<HttpConn> {
-        self.0.as_mut().expect("in flight until finished")
-    }
-    fn discard(&mut self, reason: CloseReason) {
-        if let Some(lease) = self.0.take() {
-            Lease::discard(lease, reason);
+    fn conn(&self) -> Option<&HttpConn> {
+        match self {
+            InFlight::Lease(lease) => lease.as_ref().and_then(Lease::conn),
+            InFlight::Stream(_) => None,
         }
     }
-    /// The exchange ended cleanly: the connection goes back to the pool.
+    fn conn_mut(&mut self) -> Option<&mut HttpConn> {
+        match self {
+            InFlight::Lease(lease) => lease.as_mut().and_then(Lease::conn_mut),
+            InFlight::Stream(_) => None,
+        }
+    }
+    fn discard(&mut self, reason: CloseReason) {
+        match self {
+            InFlight::Lease(lease) => {
+                if let Some(lease) = lease.take() {
+                    Lease::discard(lease, reason);
+                }
+            }
+            InFlight::Stream(stream) => drop(stream.take()),
+        }
+    }
+    /// The exchange ended cleanly: the connection goes back to the pool (or the stream ends).
     fn release(&mut self) {
-        self.0.take();
+        match self {
+            InFlight::Lease(lease) => drop(lease.take()),
+            InFlight::Stream(stream) => drop(stream.take()),
+        }
     }
 }
 
@@ -300,9 +483,10 @@ type Head = http::Response<()>;
 async fn exchange(
     in_flight: &mut InFlight,
     request: &RequestParts,
-) -> Result<(Head, Option<head::RawHead>, Incoming, Arc<Activity>), Failure> {
-    let conn = in_flight.lease_mut().conn_mut().expect("connected before the exchange");
+) -> Result<(Head, Option<head::RawHead>, hyper::body::Incoming, Arc<Activity>), Failure> {
+    let conn = in_flight.conn_mut().expect("connected before the exchange");
     let activity = conn.activity.clone();
+    let conn::Sender::Http1(sender) = &mut conn.sender else { unreachable!("HTTP/2 goes through http2::exchange") };
     let local = |message: String| Failure { error: HttpError::LocalProtocol(message), sent: Sent::Final };
     let mut builder = Request::builder().method(request.method.clone()).uri(
         http::Uri::from_maybe_shared(request.target.clone())
@@ -317,12 +501,12 @@ async fn exchange(
     let http_request = builder.body(Full::new(request.body.clone())).map_err(|e| local(e.to_string()))?;
     // The last look at the connection before writing: one the server closed while it was
     // idle is noticed here, with nothing written.
-    if conn.sender.ready().await.is_err() {
+    if sender.ready().await.is_err() {
         return Err(Failure { error: HttpError::RemoteProtocol("the connection closed while idle".into()), sent: Sent::Nothing });
     }
     activity.touch();
     activity.head.start();
-    let response = watch(&activity, &request.timeouts, conn.sender.try_send_request(http_request)).await;
+    let response = watch(&activity, &request.timeouts, sender.try_send_request(http_request)).await;
     let (raw, response_began) = activity.head.finish();
     match response {
         Ok(Ok(response)) => {
@@ -366,14 +550,19 @@ fn classify(e: &hyper::Error, phase: Phase, activity: &Activity) -> HttpError {
         // body decoder reports the latter as InvalidInput or InvalidData I/O errors.
         HttpError::RemoteProtocol(message)
     } else if peer_closed_early {
-        match phase {
-            Phase::Head => HttpError::RemoteProtocol(format!("server disconnected without sending a complete response ({message})")),
-            Phase::Body => HttpError::RemoteProtocol(format!("peer closed connection without sending complete message body ({message})")),
-        }
+        HttpError::RemoteProtocol(peer_closed(phase, &message))
     } else if e.is_body_write_aborted() || e.is_user() || (matches!(phase, Phase::Head) && activity.write_failed()) {
         HttpError::Write(message)
     } else {
         HttpError::Read(message)
+    }
+}
+
+/// httpx's words for a server that closed the connection before its response was complete.
+fn peer_closed(phase: Phase, message: &str) -> String {
+    match phase {
+        Phase::Head => format!("server disconnected without sending a complete response ({message})"),
+        Phase::Body => format!("peer closed connection without sending complete message body ({message})"),
     }
 }
 
@@ -440,39 +629,72 @@ pub struct Body {
     stats: Arc<ClientStats>,
 }
 
+/// A response body as the connection delivers it.
+enum Incoming {
+    Http1(hyper::body::Incoming),
+    Http2(h2::RecvStream),
+}
+
+impl Incoming {
+    /// The next non-empty data chunk; `None` at the end of the body (trailers are skipped).
+    fn poll_chunk(&mut self, cx: &mut std::task::Context<'_>, activity: &Activity) -> std::task::Poll<Option<Result<Bytes, HttpError>>> {
+        use std::task::Poll;
+        match self {
+            Incoming::Http1(incoming) => loop {
+                match std::pin::Pin::new(&mut *incoming).poll_frame(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            if !data.is_empty() {
+                                return Poll::Ready(Some(Ok(data)));
+                            }
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(classify(&e, Phase::Body, activity)))),
+                }
+            },
+            Incoming::Http2(body) => loop {
+                match http2::poll_data(body, cx) {
+                    Poll::Ready(Some(Ok(data))) if data.is_empty() => continue,
+                    Poll::Ready(Some(Ok(data))) => {
+                        activity.touch();
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                    other => return other,
+                }
+            },
+        }
+    }
+}
+
 impl Body {
     /// The next chunk of the body; `None` at its end (the connection is back in the pool).
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
         if let Some(error) = self.pending_error.take() {
             return Err(error);
         }
-        loop {
-            let Some(incoming) = self.incoming.as_mut() else { return Ok(None) };
-            let timeouts = Timeouts { read: self.read_timeout, ..Timeouts::default() };
-            self.activity.touch();
-            let frame = match watch(&self.activity, &timeouts, incoming.frame()).await {
-                Ok(frame) => frame,
-                Err(timeout) => {
-                    self.fail();
-                    return Err(timeout);
+        let Some(incoming) = self.incoming.as_mut() else { return Ok(None) };
+        let timeouts = Timeouts { read: self.read_timeout, ..Timeouts::default() };
+        self.activity.touch();
+        let activity = &self.activity;
+        let chunk = std::future::poll_fn(|cx| incoming.poll_chunk(cx, activity));
+        match watch(&self.activity, &timeouts, chunk).await {
+            Ok(Some(Ok(data))) => Ok(Some(data)),
+            Ok(None) => {
+                self.finish();
+                Ok(None)
+            }
+            Ok(Some(Err(error))) => {
+                self.fail();
+                Err(error)
+            }
+            Err(timeout) => {
+                if let (InFlight::Stream(Some(stream)), Some(waited)) = (&self.in_flight, self.read_timeout) {
+                    stream.read_timed_out(waited);
                 }
-            };
-            match frame {
-                None => {
-                    self.finish();
-                    return Ok(None);
-                }
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if !data.is_empty() {
-                            return Ok(Some(data));
-                        }
-                    }
-                }
-                Some(Err(e)) => {
-                    self.fail();
-                    return Err(classify(&e, Phase::Body, &self.activity));
-                }
+                self.fail();
+                Err(timeout)
             }
         }
     }
@@ -492,23 +714,19 @@ impl Body {
             }
             let Some(incoming) = self.incoming.as_mut() else { return Ok((chunks, true)) };
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            match std::pin::Pin::new(incoming).poll_frame(&mut cx) {
+            match incoming.poll_chunk(&mut cx, &self.activity) {
                 std::task::Poll::Pending => return Ok((chunks, false)),
                 std::task::Poll::Ready(None) => {
                     self.finish();
                     return Ok((chunks, true));
                 }
-                std::task::Poll::Ready(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        size += data.len();
-                        if !data.is_empty() {
-                            chunks.push(data);
-                        }
-                    }
+                std::task::Poll::Ready(Some(Ok(data))) => {
+                    size += data.len();
+                    chunks.push(data);
                 }
-                std::task::Poll::Ready(Some(Err(e))) => {
+                std::task::Poll::Ready(Some(Err(error))) => {
                     self.fail();
-                    self.pending_error = Some(classify(&e, Phase::Body, &self.activity));
+                    self.pending_error = Some(error);
                 }
             }
         }
@@ -551,7 +769,7 @@ impl Body {
         match self.after_body {
             head::AfterBody::Close => self.in_flight.discard(CloseReason::NotReusable),
             head::AfterBody::Reuse(server_idle_timeout) => {
-                if let Some(conn) = self.in_flight.0.as_ref().and_then(|l| l.conn()) {
+                if let Some(conn) = self.in_flight.conn() {
                     conn.set_server_idle_timeout(server_idle_timeout);
                 }
                 self.in_flight.release();
@@ -572,7 +790,9 @@ impl Body {
         if self.incoming.is_none() {
             return;
         }
-        if self.after_body == head::AfterBody::Close {
+        // An HTTP/2 stream is reset (nothing to drain: the connection carries on), and an
+        // HTTP/1.1 connection that closes after this response has nothing to save.
+        if matches!(self.in_flight, InFlight::Stream(_)) || self.after_body == head::AfterBody::Close {
             self.fail();
             return;
         }

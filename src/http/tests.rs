@@ -88,7 +88,7 @@ fn pool(per_endpoint: usize) -> Pool<HttpConn> {
 }
 
 fn client() -> Client {
-    Client::new(tls::TlsSettings::default(), DrainPolicy { max_bytes: 1 << 20, max_time: Duration::from_secs(1) }).unwrap()
+    Client::new(tls::TlsSettings::default(), DrainPolicy { max_bytes: 1 << 20, max_time: Duration::from_secs(1) }, KeepAlive::default()).unwrap()
 }
 
 fn request(server: &RawServer, method: Method, body: impl AsRef<[u8]>, timeouts: Timeouts) -> RequestParts {
@@ -282,4 +282,190 @@ async fn chunked_framing_wins_over_a_content_length() {
     let mut response = client.send(&pool, request(&server, Method::GET, b"", Timeouts::default())).await.unwrap();
     assert_eq!(response.content_length, None);
     assert_eq!(read_all(&mut response.body).await.0, b"hello");
+}
+
+/// An HTTP/2 server (cleartext, prior knowledge) on 127.0.0.1, from h2's server side. Each
+/// request is answered by `respond` (given the request count so far); it counts connections.
+struct H2Server {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl H2Server {
+    async fn start<F, Fut>(max_streams: u32, respond: F) -> H2Server
+    where
+        F: Fn(usize, h2::server::SendResponse<Bytes>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        H2Server::start_until(max_streams, usize::MAX, respond).await
+    }
+
+    /// After accepting `dead_after` requests the server stops reading a connection (its PINGs
+    /// go unanswered), socket still open: a dead peer.
+    async fn start_until<F, Fut>(max_streams: u32, dead_after: usize, respond: F) -> H2Server
+    where
+        F: Fn(usize, h2::server::SendResponse<Bytes>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (connections, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (c, r, respond) = (connections.clone(), requests.clone(), Arc::new(respond));
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                c.fetch_add(1, SeqCst);
+                let (r, respond) = (r.clone(), respond.clone());
+                tokio::spawn(async move {
+                    let mut conn = h2::server::Builder::new().max_concurrent_streams(max_streams).handshake::<_, Bytes>(socket).await.unwrap();
+                    while let Some(Ok((_request, send))) = conn.accept().await {
+                        let n = r.fetch_add(1, SeqCst);
+                        if n + 1 >= dead_after {
+                            let _held = conn;
+                            std::future::pending::<()>().await;
+                            return;
+                        }
+                        tokio::spawn(respond(n, send));
+                    }
+                });
+            }
+        });
+        H2Server { port, connections, requests }
+    }
+
+    fn request(&self, timeouts: Timeouts) -> RequestParts {
+        RequestParts {
+            method: Method::POST,
+            endpoint: Endpoint::parse(&format!("http://127.0.0.1:{}", self.port)).unwrap(),
+            target: Bytes::from_static(b"/"),
+            headers: vec![(HeaderName::from_static("host"), HeaderValue::from_static("127.0.0.1"))],
+            body: Bytes::from_static(b"{}"),
+            timeouts,
+        }
+    }
+}
+
+fn h2_client(keep_alive: KeepAlive) -> Client {
+    let tls = tls::TlsSettings { versions: tls::Versions { http1: false, http2: true }, ..tls::TlsSettings::default() };
+    Client::new(tls, DrainPolicy { max_bytes: 1 << 20, max_time: Duration::from_secs(1) }, keep_alive).unwrap()
+}
+
+async fn ok_after(delay: Duration, mut send: h2::server::SendResponse<Bytes>) {
+    tokio::time::sleep(delay).await;
+    let mut body = send.send_response(http::Response::new(()), false).unwrap();
+    body.send_data(Bytes::from_static(b"ok"), true).unwrap();
+}
+
+#[tokio::test]
+async fn http2_streams_share_connections_up_to_the_servers_limit() {
+    let server = H2Server::start(3, |_, send| ok_after(Duration::from_millis(200), send)).await;
+    let (pool, client) = (pool(8), h2_client(KeepAlive::default()));
+    let mut requests = Vec::new();
+    for _ in 0..9 {
+        let (pool, client, request) = (pool.clone(), &client, server.request(Timeouts::default()));
+        requests.push(async move { fetch(client, &pool, request).await });
+    }
+    let statuses = futures_join_all(requests).await;
+    assert_eq!(statuses, vec![200; 9]);
+    assert_eq!(server.connections.load(SeqCst), 3, "9 streams, 3 a connection");
+    let stats = pool.stats();
+    assert_eq!((stats.active, stats.idle), (0, 3));
+    let counts: Vec<_> = pool.per_endpoint(|s| s.counts()).into_iter().map(|(_, c)| c).collect();
+    assert_eq!(counts, vec![ProtocolCounts { http1_connections: 0, http2_connections: 3, streams_in_use: 0 }]);
+    // Sequential requests take one of them, one stream at a time.
+    for _ in 0..3 {
+        fetch(&client, &pool, server.request(Timeouts::default())).await;
+    }
+    assert_eq!(server.connections.load(SeqCst), 3);
+}
+
+#[tokio::test]
+async fn http2_a_peer_that_stops_answering_pings_fails_its_streams() {
+    // The server answers the first request, then stops reading the connection (its PINGs go
+    // unanswered) while keeping the socket open.
+    let server = H2Server::start_until(100, 2, |_, send| ok_after(Duration::ZERO, send)).await;
+    let keep_alive = KeepAlive { interval: Some(Duration::from_millis(200)), timeout: Duration::from_millis(300) };
+    let (pool, client) = (pool(4), h2_client(keep_alive));
+    fetch(&client, &pool, server.request(Timeouts::default())).await;
+    let started = std::time::Instant::now();
+    // No read timeout: only the keep-alive can end this.
+    let outcome = async {
+        let mut response = client.send(&pool, server.request(Timeouts::default())).await?;
+        read_all(&mut response.body).await.1
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(5), outcome).await;
+    assert!(outcome.is_ok(), "the dead peer was not noticed");
+    assert!(matches!(outcome.unwrap(), Err(HttpError::RemoteProtocol(_) | HttpError::Read(_))));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(pool.stats().active, 0);
+}
+
+#[tokio::test]
+async fn http2_a_refused_stream_is_sent_again_once_and_others_are_not() {
+    let server = H2Server::start(100, |n, mut send| async move {
+        match n {
+            0 => send.send_reset(h2::Reason::REFUSED_STREAM),
+            1 => ok_after(Duration::ZERO, send).await,
+            _ => send.send_reset(h2::Reason::INTERNAL_ERROR),
+        }
+    })
+    .await;
+    let (pool, client) = (pool(4), h2_client(KeepAlive::default()));
+    // Refused (never processed): sent again, answered.
+    assert_eq!(fetch(&client, &pool, server.request(Timeouts::default())).await, 200);
+    assert_eq!(server.requests.load(SeqCst), 2);
+    // Reset after it may have been processed: a POST is not sent again.
+    let outcome = client.send(&pool, server.request(Timeouts::default())).await;
+    assert!(matches!(outcome, Err(HttpError::RemoteProtocol(_))), "{:?}", outcome.err());
+    assert_eq!(server.requests.load(SeqCst), 3);
+    assert_eq!(server.connections.load(SeqCst), 1, "a reset stream leaves its connection serving");
+}
+
+#[tokio::test]
+async fn http2_a_dropped_request_resets_its_stream_and_keeps_the_connection() {
+    let server = H2Server::start(100, |n, send| async move {
+        match n {
+            0 => std::future::pending::<()>().await,
+            _ => ok_after(Duration::ZERO, send).await,
+        }
+    })
+    .await;
+    let (pool, client) = (pool(4), h2_client(KeepAlive::default()));
+    let timeouts = Timeouts { read: Some(Duration::from_millis(100)), ..Timeouts::default() };
+    let outcome = client.send(&pool, server.request(timeouts)).await;
+    assert!(matches!(outcome, Err(HttpError::ReadTimeout)), "{:?}", outcome.err());
+    let cancelled = tokio::time::timeout(Duration::from_millis(50), client.send(&pool, server.request(Timeouts::default()))).await;
+    drop(cancelled);
+    assert_eq!(fetch(&client, &pool, server.request(Timeouts::default())).await, 200);
+    assert_eq!(server.connections.load(SeqCst), 1);
+    assert_eq!(pool.stats().active, 0);
+}
+
+/// Runs the futures concurrently, results in order.
+async fn futures_join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out = Vec::new();
+    let mut pending: Vec<_> = set.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (i, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    out.extend(results.into_iter().map(|r| r.expect("every future finished")));
+    out
 }

@@ -29,11 +29,26 @@ pub struct TlsSettings {
     pub verify: Verify,
     /// A client certificate chain and its private key, both PEM files.
     pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// The HTTP versions offered in the handshake (ALPN); the server picks one.
+    pub versions: Versions,
+}
+
+/// Which HTTP versions a client speaks (httpx's `http1` and `http2` arguments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Versions {
+    pub http1: bool,
+    pub http2: bool,
+}
+
+impl Default for Versions {
+    fn default() -> Self {
+        Versions { http1: true, http2: false }
+    }
 }
 
 impl Default for TlsSettings {
     fn default() -> Self {
-        TlsSettings { verify: Verify::Default, client_cert: None }
+        TlsSettings { verify: Verify::Default, client_cert: None, versions: Versions::default() }
     }
 }
 
@@ -92,7 +107,13 @@ impl TlsSettings {
                     .map_err(|e| HttpError::Config(format!("cert: the client certificate is not usable: {e}")))?
             }
         };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = Vec::new();
+        if self.versions.http2 {
+            config.alpn_protocols.push(b"h2".to_vec());
+        }
+        if self.versions.http1 {
+            config.alpn_protocols.push(b"http/1.1".to_vec());
+        }
         Ok(Arc::new(config))
     }
 }

@@ -36,6 +36,10 @@ const MAX_REMEMBERED_ORIGINS: usize = 1024;
 
 /// What a slot holds. The pool asks one question of it: is it still usable?
 pub trait Connection: Send + Sync + 'static {
+    /// What the layer above keeps per endpoint beside the slots, living as long as the
+    /// endpoint's entry (the HTTP engine: the HTTP/2 connections its streams share).
+    type PerEndpoint: Default + Send + Sync + 'static;
+
     /// False once the peer closed it or it broke. Checked before an idle connection is reused
     /// and when one is returned.
     fn is_open(&self) -> bool;
@@ -43,6 +47,8 @@ pub trait Connection: Send + Sync + 'static {
 
 /// A slot with no live connection behind it (the pool's bookkeeping alone).
 impl Connection for () {
+    type PerEndpoint = ();
+
     fn is_open(&self) -> bool {
         true
     }
@@ -132,8 +138,9 @@ impl<C: Connection> Slot<C> {
 struct ShutSlot(ConnId);
 
 /// The connections of one endpoint.
-struct Host<C> {
+struct Host<C: Connection> {
     endpoint: Endpoint,
+    per_endpoint: C::PerEndpoint,
     state: Mutex<HostState<C>>,
     /// Set (under `state`'s lock) when cleanup removes this empty host from the map; whoever
     /// still holds it looks the endpoint up again. An atomic so that forgetting remembered
@@ -169,6 +176,11 @@ pub struct Route<C: Connection>(Arc<Host<C>>);
 impl<C: Connection> Route<C> {
     pub fn endpoint(&self) -> &Endpoint {
         &self.0.endpoint
+    }
+
+    /// What the layer above keeps for this endpoint.
+    pub fn per_endpoint(&self) -> &C::PerEndpoint {
+        &self.0.per_endpoint
     }
 }
 
@@ -433,6 +445,11 @@ impl<C: Connection> Pool<C> {
         self.shared.stats()
     }
 
+    /// `look` applied to what the layer above keeps for each endpoint, by origin.
+    pub fn per_endpoint<R>(&self, look: impl Fn(&C::PerEndpoint) -> R) -> Vec<(String, R)> {
+        self.shared.hosts.iter().map(|entry| (entry.key().to_string(), look(&entry.value().per_endpoint))).collect()
+    }
+
     /// Counts a queued checkout that gave up (for callers that time out a [`Ticket`] future).
     pub fn record_wait_timeout(&self) {
         self.shared.counters.wait_timeout();
@@ -460,14 +477,14 @@ enum CheckedIn {
 }
 
 /// A slot taken by a checkout.
-enum Taken<C> {
+enum Taken<C: Connection> {
     /// For a lease: the slot, and whether it is a reused connection.
     Leased(Arc<Host<C>>, Slot<C>, bool),
     /// Checked out by id: the slot stays parked under its endpoint's lock.
     Parked(ConnId),
 }
 
-enum Attempt<C> {
+enum Attempt<C: Connection> {
     Got(Taken<C>, Option<ConnId>),
     Full(Full),
     Retired,
@@ -492,6 +509,7 @@ impl<C: Connection> Shared<C> {
             .or_insert_with(|| {
                 Arc::new(Host {
                     endpoint: endpoint.clone(),
+                    per_endpoint: C::PerEndpoint::default(),
                     state: Mutex::new(HostState {
                         idle: VecDeque::new(),
                         active: 0,

@@ -37,6 +37,8 @@ fn assert_consistent<C: Connection>(p: &Pool<C>) {
 /// A connection whose health the test controls.
 struct Flag(Arc<AtomicBool>);
 impl Connection for Flag {
+    type PerEndpoint = ();
+
     fn is_open(&self) -> bool {
         self.0.load(SeqCst)
     }
@@ -460,6 +462,8 @@ impl Drop for Live {
 }
 
 impl Connection for Live {
+    type PerEndpoint = ();
+
     fn is_open(&self) -> bool {
         self.open.load(SeqCst)
     }

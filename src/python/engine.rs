@@ -5,8 +5,8 @@ use super::bridge::{LoopBridge, Sender};
 use super::errors::http_error;
 use super::timeout_arg;
 use super::registry::Handle;
-use crate::http::tls::{TlsSettings, Verify};
-use crate::http::{self, Body, Client, DrainPolicy, HttpError, RequestParts, Response, Timeouts};
+use crate::http::tls::{TlsSettings, Verify, Versions};
+use crate::http::{self, Body, Client, DrainPolicy, HttpError, KeepAlive, RequestParts, Response, Timeouts};
 use crate::pool::{Endpoint, Scheme};
 use bytes::Bytes;
 use http::HttpConn;
@@ -135,14 +135,18 @@ impl HttpEngine {
     /// `pool`: a SimpleConnectionPool, a pool name, or None for the default pool.
     /// `verify`: True, False, or a CA bundle path. `cert`: a PEM path holding certificate and
     /// key, or a (certificate, key) pair of paths.
+    /// `http1` / `http2`: the HTTP versions offered, as httpx's arguments of those names.
     #[new]
-    #[pyo3(signature = (pool=None, verify=None, cert=None, drain_bytes=256 * 1024, drain_timeout=0.5))]
+    #[pyo3(signature = (pool=None, verify=None, cert=None, drain_bytes=256 * 1024, drain_timeout=0.5, http1=true, http2=false))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         pool: Option<&Bound<'_, PyAny>>,
         verify: Option<&Bound<'_, PyAny>>,
         cert: Option<&Bound<'_, PyAny>>,
         drain_bytes: u64,
         drain_timeout: f64,
+        http1: bool,
+        http2: bool,
     ) -> PyResult<Self> {
         let pool = match pool {
             None => Handle::open_default().map_err(super::errors::settings_error)?,
@@ -177,7 +181,9 @@ impl HttpEngine {
             },
         };
         let max_time = timeout_arg(Some(drain_timeout), "drain_timeout")?.unwrap_or_default();
-        let client = Client::new(TlsSettings { verify, client_cert }, DrainPolicy { max_bytes: drain_bytes, max_time })
+        let versions = Versions { http1, http2 };
+        let tls = TlsSettings { verify, client_cert, versions };
+        let client = Client::new(tls, DrainPolicy { max_bytes: drain_bytes, max_time }, KeepAlive::default())
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(HttpEngine { pool, client: Arc::new(client) })
     }
@@ -331,10 +337,11 @@ async fn next_chunk(body: Arc<Mutex<Option<Body>>>) -> Result<Option<Bytes>, Htt
 
 #[pymethods]
 impl PyResponse {
-    /// `b"HTTP/1.1"` or `b"HTTP/1.0"`.
+    /// `b"HTTP/2"`, `b"HTTP/1.1"` or `b"HTTP/1.0"`.
     #[getter]
     fn http_version<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         let v: &[u8] = match self.version {
+            Version::HTTP_2 => b"HTTP/2",
             Version::HTTP_10 => b"HTTP/1.0",
             Version::HTTP_09 => b"HTTP/0.9",
             _ => b"HTTP/1.1",

@@ -5,13 +5,15 @@ mod engine;
 mod errors;
 mod registry;
 
-use crate::pool::{seconds, ConnId, Endpoint, Lease, Pool, PoolStats, Route, Settings};
+use crate::http::ProtocolCounts;
+use crate::pool::{seconds, ConnId, Endpoint, Lease, Pool, Route, Settings};
 use errors::{endpoint_error, pool_timeout, settings_error, wrong_type};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use registry::{Conn, Handle};
 use once_cell::sync::OnceCell;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// How long a blocked `acquire` sleeps without the GIL before it checks for signals
@@ -112,7 +114,9 @@ fn settings_dict<'py>(py: Python<'py>, s: &Settings) -> PyResult<Bound<'py, PyDi
     Ok(d)
 }
 
-fn stats_dict<'py>(py: Python<'py>, name: &str, s: &PoolStats, settings: &Settings) -> PyResult<Bound<'py, PyDict>> {
+fn stats_dict<'py>(py: Python<'py>, name: &str, pool: &Pool<Conn>) -> PyResult<Bound<'py, PyDict>> {
+    let (s, settings) = (&pool.stats(), &pool.settings());
+    let protocols: HashMap<String, ProtocolCounts> = pool.per_endpoint(|streams| streams.counts()).into_iter().collect();
     let d = PyDict::new(py);
     d.set_item("pool_name", name)?;
     d.set_item("total_connections", s.total())?;
@@ -137,6 +141,10 @@ fn stats_dict<'py>(py: Python<'py>, name: &str, s: &PoolStats, settings: &Settin
         e.set_item("active", counts.active)?;
         e.set_item("idle", counts.idle)?;
         e.set_item("total", counts.total())?;
+        let by_version = protocols.get(origin).copied().unwrap_or_default();
+        e.set_item("http1_connections", by_version.http1_connections)?;
+        e.set_item("http2_connections", by_version.http2_connections)?;
+        e.set_item("streams_in_use", by_version.streams_in_use)?;
         endpoints.set_item(origin, e)?;
     }
     d.set_item("endpoints", endpoints)?;
@@ -318,8 +326,7 @@ impl PySimpleConnectionPool {
 
     /// Counts, limits and counters; `total_connections == active_connections + idle_connections`.
     fn get_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let pool = self.handle.pool();
-        stats_dict(py, &self.handle.name, &pool.stats(), &pool.settings())
+        stats_dict(py, &self.handle.name, &self.handle.pool())
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {

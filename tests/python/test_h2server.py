@@ -1,0 +1,267 @@
+"""Self-test of the HTTP/2 test server (h2server.py), with httpx's own HTTP/2 client and a raw
+h2 client over a plain socket (for what httpx cannot show: frames after a GOAWAY, PINGs, resets)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import httpx
+import pytest
+from hyperframe.frame import Frame
+
+from h2server import H2Server, pattern
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class RawH2:
+    """A bare HTTP/2 client (prior knowledge) over a blocking socket."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.initiate_connection()
+        self.events: list = []
+        self.goaways: list = []  # GoAwayFrame received
+        self.buffer = b""
+        self.closed = False
+        self.flush()
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def request(self, method: str, path: str, body: bytes = b"", headers=()) -> int:
+        sid = self.conn.get_next_available_stream_id()
+        fields = [(":method", method), (":path", path), (":scheme", "http"), (":authority", "127.0.0.1"), *headers]
+        self.conn.send_headers(sid, fields, end_stream=not body)
+        if body:
+            self.conn.send_data(sid, body, end_stream=True)
+        self.flush()
+        return sid
+
+    def pump(self, timeout: float) -> None:
+        """Reads for up to `timeout` seconds (until the peer closes)."""
+        deadline = time.monotonic() + timeout
+        while not self.closed and time.monotonic() < deadline:
+            self.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except (socket.timeout, TimeoutError):
+                return
+            except OSError:
+                self.closed = True
+                return
+            if not data:
+                self.closed = True
+                return
+            self.buffer += data
+            while len(self.buffer) >= 9 and len(self.buffer) >= 9 + int.from_bytes(self.buffer[:3], "big"):
+                size = 9 + int.from_bytes(self.buffer[:3], "big")
+                frame, self.buffer = self.buffer[:size], self.buffer[size:]
+                if frame[3] == 0x7:  # GOAWAY: kept from h2, whose state machine would refuse later frames
+                    goaway, length = Frame.parse_frame_header(memoryview(frame[:9]))
+                    goaway.parse_body(memoryview(frame[9:]))
+                    self.goaways.append(goaway)
+                    continue
+                for event in self.conn.receive_data(frame):
+                    self.events.append(event)
+                    if isinstance(event, h2.events.DataReceived):
+                        self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            self.flush()
+
+    def wait(self, predicate, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if self.closed or time.monotonic() > deadline:
+                return predicate()
+            self.pump(0.05)
+        return True
+
+    def ended(self, sid: int) -> bool:
+        return any(isinstance(e, h2.events.StreamEnded) and e.stream_id == sid for e in self.events)
+
+    def of(self, kind, sid=None):
+        return [e for e in self.events if isinstance(e, kind) and sid in (None, getattr(e, "stream_id", None))]
+
+    def close(self):
+        self.sock.close()
+
+
+def test_tls_h2_by_alpn_one_connection_many_streams():
+    with H2Server(tls=True) as server:
+        with httpx.Client(http2=True, verify=server.client_context()) as c:
+            for i in range(20):
+                r = c.post(f"{server.url}/json?i={i}", content=b"x" * i, headers={"x-tag": str(i)})
+                assert (r.status_code, r.http_version, r.reason_phrase) == (200, "HTTP/2", "OK")
+                echo = r.json()
+                assert (echo["method"], echo["path"], echo["body_length"]) == ("POST", f"/json?i={i}", i)
+                assert ["x-tag", str(i)] in echo["headers"] and echo["protocol"] == "h2"
+            assert len(c.get(f"{server.url}/big?size=3000000").content) == 3_000_000
+        assert (server.connections, server.tls_handshakes) == (1, 1)
+        assert server.streams_per_connection() == [21]
+        assert server.seen()[:2] == [("POST", "/json?i=0"), ("POST", "/json?i=1")]
+        assert [s.header("x-tag") for s in server.requests()[:20]] == [str(i) for i in range(20)]
+        (info,) = server.connection_infos()
+        assert (info.protocol, info.alpn, info.processed) == ("h2", "h2", 21)
+
+
+def test_alpn_http11_only_serves_http11_keep_alive():
+    with H2Server(tls=True, alpn=["http/1.1"]) as server:
+        with httpx.Client(http2=True, verify=server.client_context()) as c:
+            for i in range(5):
+                r = c.post(f"{server.url}/json", content=b"abc")
+                assert (r.http_version, r.json()["body_length"], r.json()["protocol"]) == ("HTTP/1.1", 3, "http/1.1")
+            with c.stream("GET", f"{server.url}/sse?events=3") as r:
+                assert [line for line in r.iter_lines() if line][-1] == "data: [DONE]"
+            assert c.get(f"{server.url}/big?size=100000").content == pattern(100_000)
+        assert server.connections == 1 and server.streams_per_connection() == [7]
+        assert server.connection_infos()[0].alpn == "http/1.1"
+
+
+def test_cleartext_prior_knowledge_and_http11_sniffing():
+    with H2Server() as server:
+        with httpx.Client(http1=False, http2=True) as c:
+            assert c.get(f"{server.url}/json").http_version == "HTTP/2"
+        with httpx.Client(http2=True) as c:  # cleartext: httpx speaks HTTP/1.1
+            assert c.get(f"{server.url}/json").http_version == "HTTP/1.1"
+        assert [i.protocol for i in server.connection_infos()] == ["h2", "http/1.1"]
+    with H2Server(http1=False) as server, httpx.Client() as c:
+        with pytest.raises(httpx.RemoteProtocolError):
+            c.get(f"{server.url}/json")
+
+
+async def test_concurrent_streams_stay_within_the_advertised_limit():
+    with H2Server(max_concurrent_streams=10) as server:
+        async with httpx.AsyncClient(http1=False, http2=True) as c:
+            rs = await asyncio.gather(*[c.get(f"{server.url}/slow?delay=0.1") for _ in range(30)])
+        assert {r.status_code for r in rs} == {200}
+        assert server.connections == 1
+        assert server.max_open_per_connection == 10 and server.max_open_streams == 10
+        assert server.limit_violations == 0 and server.open_streams == 0
+
+
+def test_streams_over_the_limit_are_counted_and_refused():
+    with H2Server(max_concurrent_streams=2) as server:
+        raw = RawH2(server.port)
+        sids = [raw.request("GET", "/hang") for _ in range(3)]
+        assert raw.wait(lambda: raw.of(h2.events.StreamReset, sids[2]))
+        assert raw.of(h2.events.StreamReset, sids[2])[0].error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+        assert (server.limit_violations, server.max_open_per_connection, server.count()) == (1, 3, 2)
+        raw.close()
+
+
+def test_flow_control_both_ways():
+    with H2Server() as server, httpx.Client(http1=False, http2=True) as c:
+        assert c.post(f"{server.url}/json", content=b"u" * 2_000_000).json()["body_length"] == 2_000_000
+        assert c.get(f"{server.url}/big?size=5000000").content == pattern(5_000_000)
+
+
+async def test_sse_events_in_order_on_many_streams():
+    with H2Server() as server:
+        async with httpx.AsyncClient(http1=False, http2=True) as c:
+            async def one():
+                async with c.stream("GET", f"{server.url}/sse?events=5&delay=0.02") as r:
+                    return [line async for line in r.aiter_lines() if line]
+
+            results = await asyncio.gather(*[one() for _ in range(20)])
+        expected = [f'data: {{"i": {i}}}' for i in range(5)] + ["data: [DONE]"]
+        assert all(lines == expected for lines in results)
+        assert server.max_open_per_connection == 20
+
+
+def test_refuse_next_resets_without_processing():
+    with H2Server() as server, httpx.Client(http1=False, http2=True) as c:
+        server.refuse_next(1)
+        with pytest.raises(httpx.RemoteProtocolError):  # (httpcore does not retry a refused stream)
+            c.post(f"{server.url}/json", content=b"once")
+        assert (server.refused, server.count()) == (1, 0)
+        assert c.post(f"{server.url}/json", content=b"once").status_code == 200
+        assert server.count("POST") == 1
+
+
+def test_graceful_goaway_finishes_processed_streams_and_ignores_later_ones():
+    with H2Server() as server:
+        raw = RawH2(server.port)
+        first = raw.request("GET", "/slow?delay=0.5")
+        assert server.wait_for(lambda: server.count() == 1)
+        server.goaway()
+        late = raw.request("POST", "/json", body=b"late")
+        assert raw.wait(lambda: raw.ended(first) and raw.closed)
+        (goaway,) = raw.goaways
+        assert (goaway.last_stream_id, goaway.error_code) == (first, 0)
+        assert not raw.of(h2.events.ResponseReceived, late)
+        assert server.seen() == [("GET", "/slow?delay=0.5")]
+        info = server.connection_infos()[0]
+        assert (info.goaway_last_stream_id, info.ignored, info.closed) == (first, 1, True)
+        raw.close()
+        with httpx.Client(http1=False, http2=True) as c:  # a new connection is served
+            assert c.get(f"{server.url}/json").json()["connection"] == 2
+
+
+def test_client_resets_and_pings_are_counted_and_ignore_pings_goes_silent():
+    with H2Server() as server:
+        raw = RawH2(server.port)
+        sid = raw.request("GET", "/hang")
+        assert raw.wait(lambda: raw.of(h2.events.ResponseReceived, sid))
+        raw.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+        raw.conn.ping(b"12345678")
+        raw.flush()
+        assert raw.wait(lambda: raw.of(h2.events.PingAckReceived))
+        assert server.resets() == [(1, sid, h2.errors.ErrorCodes.CANCEL)]
+        assert server.wait_for(lambda: server.open_streams == 0)
+        assert server.pings == 1
+        server.ignore_pings = True
+        raw.conn.ping(b"abcdefgh")
+        other = raw.request("GET", "/json")
+        raw.pump(0.5)
+        assert len(raw.of(h2.events.PingAckReceived)) == 1 and not raw.of(h2.events.ResponseReceived, other)
+        assert not raw.closed and server.pings == 1 and server.count() == 1
+        server.ignore_pings = False
+        raw.close()
+        with httpx.Client(http1=False, http2=True) as c:  # a new connection is served
+            assert c.get(f"{server.url}/json").status_code == 200
+
+
+def test_early_close_of_a_stream_in_httpx():
+    with H2Server() as server, httpx.Client(http1=False, http2=True) as c:
+        with c.stream("GET", f"{server.url}/sse?events=50&delay=0.02") as r:
+            next(r.iter_lines())
+        assert c.get(f"{server.url}/json").json()["connection"] == 1
+
+
+def test_close_all_is_abrupt():
+    with H2Server() as server:
+        raw = RawH2(server.port)
+        sid = raw.request("GET", "/hang")
+        assert raw.wait(lambda: raw.of(h2.events.ResponseReceived, sid))
+        server.close_all()
+        raw.pump(2)
+        assert raw.closed and not raw.goaways
+        raw.close()
+        assert server.wait_for(lambda: server.connection_infos()[0].closed and server.open_streams == 0)
+
+
+def test_stop_leaves_no_thread_or_descriptor():
+    fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+    for tls in (False, True):
+        with H2Server(tls=tls) as server:
+            verify = server.client_context() if tls else True
+            with httpx.Client(http1=tls, http2=True, verify=verify) as c:
+                c.get(f"{server.url}/json")
+                with c.stream("GET", f"{server.url}/hang"):
+                    pass
+            raw = RawH2(server.port) if not tls else None
+        if raw:
+            raw.close()
+    assert threading.active_count() == threads
+    assert len(os.listdir("/proc/self/fd")) <= fds
