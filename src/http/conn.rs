@@ -102,6 +102,9 @@ impl Connection for HttpConn {
 
 impl Drop for HttpConn {
     fn drop(&mut self) {
+        if let Sender::Http2(conn) = &self.sender {
+            conn.end();
+        }
         if self.fork_generation == super::runtime::fork_generation() {
             let _ = self.socket.shutdown(std::net::Shutdown::Both);
         }

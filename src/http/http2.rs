@@ -102,6 +102,12 @@ impl Http2Conn {
     fn close(&self) {
         self.state.closed.store(true, Relaxed);
     }
+
+    /// The connection is being dropped (its task aborted): the keep-alive task ends too.
+    pub(super) fn end(&self) {
+        self.close();
+        self.state.check.notify_one();
+    }
 }
 
 /// Performs the HTTP/2 handshake on an open socket and starts the tasks that drive the
