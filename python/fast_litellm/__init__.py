@@ -9,11 +9,14 @@ re-exports the pool API, adds httpx transports over it (``HTTPTransport``,
 import os as _os
 
 from fast_litellm._core import (
+    ConnectError,
     ConnectionContext,
+    ConnectTimeout,
     PoolTimeout,
     SimpleConnectionPool,
     __version__,
     cleanup_expired_connections,
+    connect_connection,
     get_connection,
     get_connection_pool_stats,
     health_check_connection,
@@ -22,17 +25,21 @@ from fast_litellm._core import (
 )
 from fast_litellm import _core
 from fast_litellm._loops import forget_bridges
-from fast_litellm._transport import AsyncHTTPTransport, HTTPTransport
+from fast_litellm._transport import CONNECTION_ID, AsyncHTTPTransport, HTTPTransport
 from fast_litellm._litellm import install, status, uninstall
 
 __all__ = [
     "AsyncHTTPTransport",
+    "CONNECTION_ID",
     "HTTPTransport",
+    "ConnectError",
+    "ConnectTimeout",
     "ConnectionContext",
     "PoolTimeout",
     "SimpleConnectionPool",
     "__version__",
     "cleanup_expired_connections",
+    "connect_connection",
     "get_connection",
     "get_connection_pool_stats",
     "health_check_connection",

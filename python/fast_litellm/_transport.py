@@ -8,16 +8,22 @@ LiteLLM works unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any, Union
 
 import httpx
+import sniffio
 
 from fast_litellm import _core
-from fast_litellm._loops import backend
+from fast_litellm._loops import _running_library, backend
 from fast_litellm._trace import TracedAsyncBody, TracedBody, Tracer
 
-__all__ = ["AsyncHTTPTransport", "HTTPTransport"]
+__all__ = ["AsyncHTTPTransport", "CONNECTION_ID", "HTTPTransport"]
+
+# The request extension that sends a request on a connection held by id (from get_connection /
+# acquire / connection() of the transport's pool): `extensions={CONNECTION_ID: conn_id}`.
+CONNECTION_ID = "fast_litellm.connection_id"
 
 _HTTPX_ERRORS: dict[type, type[httpx.TransportError]] = {
     _core.PoolTimeout: httpx.PoolTimeout,
@@ -54,9 +60,21 @@ def _extensions(response: Any) -> dict:
     return {"http_version": version, "reason_phrase": response.reason_phrase}
 
 
+def _refuse_held_connection(request: httpx.Request) -> None:
+    """A proxied request goes through httpx's transport: it cannot use a held connection."""
+    if request.extensions.get(CONNECTION_ID) is not None:
+        raise httpx.LocalProtocolError("a proxy applies to this request: it cannot be sent on a held connection id",
+                                       request=request)
+
+
 class _ProxyRouter:
     """Sends a request that a proxy applies to through httpx's own transport for that proxy
-    (never silently around it), and counts it."""
+    (never silently around it), and counts it.
+
+    httpx's async transports bind their connections to the event loop they were first used in,
+    so the async ones are made per event loop (per asyncio loop, per trio run) and closed in it
+    when it ends: one of our transports serves any number of ``asyncio.run`` calls and threads
+    through a proxy, as it does without one. The sync ones are shared by every thread."""
 
     def __init__(self, proxy: Any, trust_env: bool, make_transport: Any) -> None:
         self.proxied = 0
@@ -67,7 +85,12 @@ class _ProxyRouter:
         elif trust_env:
             env = httpx._utils.get_environment_proxies()
             self._routes = sorted((httpx._utils.URLPattern(k), v) for k, v in env.items())
-        self._transports: dict = {}
+        self._is_async: Any = None  # known once the first transport is made
+        self._transports: dict = {}  # proxy -> sync transport
+        # asyncio loop -> its _LoopProxies, removed when the loop ends. Not weak keys (as the
+        # bridges in _loops.py): the transports' sockets refer to their loop, so it would never go.
+        self._loops: dict = {}
+        self._trio_runs: Any = None  # a trio RunVar: each trio run's _LoopProxies
         self._lock = threading.Lock()
 
     def transport_for(self, url: httpx.URL) -> Any:
@@ -77,18 +100,99 @@ class _ProxyRouter:
             if pattern.matches(url):
                 if proxy is None:  # NO_PROXY
                     return None
+                key = str(proxy)
                 with self._lock:
                     self.proxied += 1
-                    key = str(proxy)
-                    if key not in self._transports:
-                        self._transports[key] = self._make(proxy)
-                    return self._transports[key]
+                    made = None
+                    if self._is_async is None:
+                        made = self._make(proxy)
+                        self._is_async = isinstance(made, httpx.AsyncBaseTransport)
+                    transports = self._loop_proxies().transports if self._is_async else self._transports
+                    if key not in transports:
+                        transports[key] = made if made is not None else self._make(proxy)
+                    return transports[key]
         return None
 
     def take_transports(self) -> list:
-        """The proxy transports made so far, forgotten here (made again when needed)."""
+        """The proxy transports made so far, forgotten here (made again when needed): the sync
+        ones, or the async ones of the running event loop (another loop's are closed when that
+        loop ends, in that loop)."""
         with self._lock:
-            transports, self._transports = list(self._transports.values()), {}
+            if not self._is_async:
+                transports, self._transports = list(self._transports.values()), {}
+                return transports
+            return self._loop_proxies().take()
+
+    def _loop_proxies(self) -> "_LoopProxies":
+        """The running event loop's async proxy transports (called with the lock held)."""
+        if _running_library.name is not None and sniffio.current_async_library() == "trio":
+            return self._trio_proxies()
+        loop = asyncio.get_running_loop()
+        proxies = self._loops.get(loop)
+        if proxies is None:
+            # Loops closed without asyncio's shutdown steps (not by asyncio.run): forgotten.
+            for dead in [old for old in self._loops if old.is_closed()]:
+                del self._loops[dead]
+            proxies = self._loops[loop] = _LoopProxies()
+            # An async generator started in the loop: asyncio.run (like any loop shut down with
+            # shutdown_asyncgens()) closes it before closing the loop, which runs its `finally`.
+            # The loop holds it weakly; `proxies` holds it.
+            proxies.closer = self._close_at_loop_end(loop, proxies)
+            try:
+                proxies.closer.asend(None).send(None)  # runs to its first yield (no await before)
+            except StopIteration:
+                pass
+        return proxies
+
+    async def _close_at_loop_end(self, loop: Any, proxies: "_LoopProxies") -> Any:
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._loops.get(loop) is proxies:
+                    del self._loops[loop]
+                closing = proxies.take()
+            for transport in closing:
+                await transport.aclose()
+
+    def _trio_proxies(self) -> "_LoopProxies":
+        import trio
+
+        if self._trio_runs is None:
+            self._trio_runs = trio.lowlevel.RunVar("fast_litellm.proxy_transports")
+        proxies = self._trio_runs.get(None)
+        if proxies is None:
+            proxies = _LoopProxies()
+            self._trio_runs.set(proxies)
+            trio.lowlevel.spawn_system_task(self._close_at_trio_run_end, proxies,
+                                            name="fast_litellm proxy transports")
+        return proxies
+
+    async def _close_at_trio_run_end(self, proxies: "_LoopProxies") -> None:
+        import trio
+
+        try:
+            await trio.sleep_forever()
+        finally:  # cancelled once the run's main task has ended
+            with self._lock:
+                closing = proxies.take()
+            with trio.CancelScope(shield=True):
+                for transport in closing:
+                    await transport.aclose()
+
+
+class _LoopProxies:
+    """One event loop's async proxy transports, and what closes them when the loop ends."""
+
+    __slots__ = ("transports", "closer")
+
+    def __init__(self) -> None:
+        self.transports: dict = {}
+        self.closer: Any = None
+
+    def take(self) -> list:
+        transports = list(self.transports.values())
+        self.transports.clear()
         return transports
 
 
@@ -139,13 +243,14 @@ class HTTPTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         proxied = self._proxies.transport_for(request.url)
         if proxied is not None:
+            _refuse_held_connection(request)
             return proxied.handle_request(request)
         url = request.url
         trace = request.extensions.get("trace")
         try:
             response = self._engine.send(
                 request.method, url.scheme, url.raw_host.decode("ascii"), url.port, url.raw_path,
-                request.headers.raw, request.read(), _timeouts(request),
+                request.headers.raw, request.read(), _timeouts(request), request.extensions.get(CONNECTION_ID),
             )
         except _ENGINE_ERRORS as exc:
             error = _httpx_error(exc, request)
@@ -195,6 +300,7 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         proxied = self._proxies.transport_for(request.url)
         if proxied is not None:
+            _refuse_held_connection(request)
             return await proxied.handle_async_request(request)
         url = request.url
         try:
@@ -208,6 +314,7 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
             handle = self._engine.send_async(
                 bridge, future, request.method, url.scheme, url.raw_host.decode("ascii"),
                 url.port, url.raw_path, request.headers.raw, body, _timeouts(request),
+                request.extensions.get(CONNECTION_ID),
             )
             try:
                 response = await future

@@ -205,6 +205,35 @@ impl Client {
         }
     }
 
+    /// Sends one request on a connection its caller holds by id (lent by
+    /// [`Pool::lend_parked`]); the connection is opened first if it is not open. It is never
+    /// sent again, on this connection or another: the caller chose this one. Ids name
+    /// endpoints under the default TLS settings, so only a client with those (HTTP/1.1) can
+    /// use them.
+    pub async fn send_held(&self, lease: Lease<HttpConn>, request: RequestParts) -> Result<Response, HttpError> {
+        self.stats.requests.fetch_add(1, Relaxed);
+        if lease.endpoint() != &request.endpoint {
+            return Err(HttpError::LocalProtocol(
+                "the connection id is for another origin, or for other TLS or HTTP version settings than this transport's".into(),
+            ));
+        }
+        let (lease, new_connection) = self.open_held(lease, &request.timeouts).await?;
+        self.send_http1(InFlight::Lease(Some(lease)), new_connection, &request).await.map_err(|failure| failure.error)
+    }
+
+    /// Opens the connection of a lease lent from its id, unless it is open (one the peer closed
+    /// meanwhile is closed and opened again: nothing was sent on it). Says whether it opened one.
+    pub async fn open_held(&self, mut lease: Lease<HttpConn>, timeouts: &Timeouts) -> Result<(Lease<HttpConn>, bool), HttpError> {
+        if lease.conn().is_some_and(|c| crate::pool::Connection::is_open(c)) {
+            return Ok((lease, false));
+        }
+        drop(lease.take_conn());
+        let endpoint = lease.endpoint().clone();
+        let conn = conn::connect(&endpoint, &self.dialer, lease.per_endpoint(), timeouts).await?;
+        lease.set_conn(conn);
+        Ok((lease, true))
+    }
+
     /// A connection to send on: an HTTP/1.1 connection under a lease, or a stream on an
     /// HTTP/2 connection. Opens one if the pool hands out a new slot.
     async fn connection(&self, pool: &Pool<HttpConn>, route: &Route<HttpConn>, request: &RequestParts) -> Result<Conn, HttpError> {

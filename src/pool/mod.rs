@@ -375,6 +375,27 @@ impl<C: Connection> Pool<C> {
         id
     }
 
+    /// Lends the slot checked out under `id` to a request, as a lease: the id's holder still
+    /// holds it (it stays active), and the lease ending puts it back under the same id. `None`
+    /// if the id is not checked out, or is lent already (one request at a time).
+    pub fn lend_parked(&self, id: ConnId) -> Option<Lease<C>> {
+        let host = self.shared.ids.get(&id.slot_key())?.clone();
+        let slot = host.state.lock().unpark(id)?;
+        let reused = slot.conn.is_some();
+        Some(Lease { slot: Some(slot), host, pool: self.shared.clone(), reused, home: Home::Parked })
+    }
+
+    /// True if the id is checked out (or idle since) and its connection has been opened.
+    pub fn is_connected(&self, id: ConnId) -> bool {
+        self.shared
+            .with_host_of(id, |host| {
+                let st = host.state.lock();
+                let parked = st.parked.get(&id.slot_key()).filter(|s| s.id == id);
+                Some(parked.or_else(|| st.idle.iter().find(|s| s.id == id))?.conn.is_some())
+            })
+            .unwrap_or(false)
+    }
+
     /// Returns a connection checked out by id. False (and nothing changes) if the id is not
     /// checked out: never checked out, already returned, removed, or an earlier checkout's.
     pub fn return_by_id(&self, id: ConnId) -> bool {
@@ -541,7 +562,7 @@ impl<C: Connection> Shared<C> {
 
     fn try_get(self: &Arc<Self>, host: &Arc<Host<C>>) -> Result<Lease<C>, Full> {
         match self.take(host, Take::Lease)? {
-            Taken::Leased(host, slot, reused) => Ok(Lease { slot: Some(slot), host, pool: self.clone(), reused }),
+            Taken::Leased(host, slot, reused) => Ok(Lease { slot: Some(slot), host, pool: self.clone(), reused, home: Home::Pool }),
             Taken::Parked(_) => unreachable!("take parks only when asked to"),
         }
     }
@@ -818,6 +839,16 @@ pub struct Lease<C: Connection> {
     host: Arc<Host<C>>,
     pool: Arc<Shared<C>>,
     reused: bool,
+    home: Home,
+}
+
+/// Where a lease's slot goes when the lease ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Home {
+    /// Back to the pool: idle, or closed if it broke.
+    Pool,
+    /// Back under the id it was lent from ([`Pool::lend_parked`]): its holder still holds it.
+    Parked,
 }
 
 impl<C: Connection> Lease<C> {
@@ -851,14 +882,35 @@ impl<C: Connection> Lease<C> {
         self.slot_mut().conn.as_mut()
     }
 
-    /// Puts an opened connection into this slot (replacing any earlier one).
+    /// Puts an opened connection into this slot (replacing any earlier one). Its lifetime
+    /// (`max_lifetime`) counts from now.
     pub fn set_conn(&mut self, conn: C) {
-        self.slot_mut().conn = Some(conn);
+        let now = self.pool.clock.now();
+        let slot = self.slot_mut();
+        slot.conn = Some(conn);
+        slot.created = now;
     }
 
-    /// Closes the connection instead of returning it, counting `reason`.
+    /// Takes the connection out of this slot (dropping it closes it); the slot stays leased.
+    pub fn take_conn(&mut self) -> Option<C> {
+        self.slot_mut().conn.take()
+    }
+
+    /// What the layer above keeps for this lease's endpoint.
+    pub fn per_endpoint(&self) -> &C::PerEndpoint {
+        &self.host.per_endpoint
+    }
+
+    /// Closes the connection instead of returning it, counting `reason`. A slot lent from its
+    /// id goes back under the id without its connection (opened again on next use): its holder
+    /// still holds the slot.
     pub fn discard(mut this: Lease<C>, reason: CloseReason) {
-        let Some(slot) = this.slot.take() else { return };
+        let Some(mut slot) = this.slot.take() else { return };
+        if this.home == Home::Parked {
+            slot.conn = None;
+            this.host.state.lock().parked.insert(slot.id.slot_key(), slot);
+            return;
+        }
         this.pool.close_active(&this.host, slot, reason);
         this.pool.serve_waiters_if_any();
     }
@@ -866,8 +918,15 @@ impl<C: Connection> Lease<C> {
 
 impl<C: Connection> Drop for Lease<C> {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            self.pool.check_in(&self.host, slot);
+        let Some(mut slot) = self.slot.take() else { return };
+        match self.home {
+            Home::Pool => self.pool.check_in(&self.host, slot),
+            Home::Parked => {
+                if !slot.is_open() {
+                    slot.conn = None;
+                }
+                self.host.state.lock().parked.insert(slot.id.slot_key(), slot);
+            }
         }
     }
 }

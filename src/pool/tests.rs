@@ -552,3 +552,33 @@ fn counters_never_go_down_while_cleanup_retires_endpoints() {
     cleaner.join().unwrap();
     assert!(reads > 100 && last.reused > 100, "the race was exercised ({reads} reads, {} reuses)", last.reused);
 }
+
+#[test]
+fn a_held_id_lends_its_slot_and_gets_it_back_under_the_same_id() {
+    let p: Pool<Flag> = Pool::new(settings(4, 4)).unwrap();
+    let route = p.route(&ep("http://h.example"));
+    let id = p.try_get_id(&route).unwrap();
+    assert!(!p.is_connected(id));
+    let mut lent = p.lend_parked(id).expect("held: lent");
+    assert!(p.lend_parked(id).is_none(), "one request at a time");
+    assert!(!p.return_by_id(id), "lent: not returnable meanwhile");
+    let alive = Arc::new(AtomicBool::new(true));
+    lent.set_conn(Flag(alive.clone()));
+    assert_eq!((p.stats().active, p.stats().idle), (1, 0), "lending changes no count");
+    drop(lent);
+    assert!(p.is_connected(id) && p.is_healthy(id), "back under its id, connected");
+    // A request that failed on it: its connection is closed, the id stays held.
+    Lease::discard(p.lend_parked(id).unwrap(), CloseReason::NotReusable);
+    assert!(!p.is_connected(id));
+    // The peer closed it while it was lent: back without it.
+    let mut lent = p.lend_parked(id).unwrap();
+    lent.set_conn(Flag(alive.clone()));
+    alive.store(false, SeqCst);
+    drop(lent);
+    assert!(!p.is_connected(id));
+    assert_eq!(p.stats().active, 1);
+    assert!(p.return_by_id(id));
+    assert!(p.lend_parked(id).is_none(), "returned: nothing to lend");
+    assert_eq!((p.stats().active, p.stats().idle), (0, 1));
+    assert_consistent(&p);
+}

@@ -7,7 +7,7 @@ use super::timeout_arg;
 use super::registry::Handle;
 use crate::http::tls::{TlsSettings, Verify, Versions};
 use crate::http::{self, Body, Client, DrainPolicy, HttpError, KeepAlive, RequestParts, Response, Timeouts};
-use crate::pool::{Endpoint, Scheme};
+use crate::pool::{ConnId, Endpoint, Scheme};
 use bytes::Bytes;
 use http::HttpConn;
 use ::http::header::{HeaderName, HeaderValue};
@@ -55,6 +55,9 @@ struct Prepared {
     client: Arc<Client>,
     pool: crate::pool::Pool<HttpConn>,
     request: RequestParts,
+    /// A connection the caller holds by id, to send on (the `fast_litellm.connection_id`
+    /// request extension).
+    held: Option<ConnId>,
 }
 
 impl HttpEngine {
@@ -69,7 +72,13 @@ impl HttpEngine {
         headers: &Bound<'_, PyList>,
         body: &[u8],
         timeouts: (Option<f64>, Option<f64>, Option<f64>, Option<f64>),
+        held: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Prepared> {
+        let held = match held {
+            // A request's problem, reported as the transport reports one (LocalProtocolError).
+            Some(id) => super::id_arg(id).map_err(|e| super::errors::LocalProtocolError::new_err(e.to_string()))?,
+            None => None,
+        };
         let scheme = match scheme {
             "http" => Scheme::Http,
             "https" => Scheme::Https,
@@ -114,6 +123,7 @@ impl HttpEngine {
                     pool: timeout_arg(timeouts.3, "pool timeout")?,
                 },
             },
+            held,
         })
     }
 }
@@ -121,8 +131,16 @@ impl HttpEngine {
 /// Sends, then takes the body bytes that arrived with the head (one hand-over to Python for a
 /// small body). Never waits for more: the head is handed over as soon as it is here.
 async fn send_and_prefetch(prepared: Prepared) -> Result<PyResponse, HttpError> {
-    let Prepared { client, pool, request } = prepared;
-    let mut response = client.send(&pool, request).await?;
+    let Prepared { client, pool, request, held } = prepared;
+    let mut response = match held {
+        None => client.send(&pool, request).await?,
+        Some(id) => {
+            let lease = pool.lend_parked(id).ok_or_else(|| {
+                HttpError::LocalProtocol("the connection id is not checked out from this pool, or a request is using it".into())
+            })?;
+            client.send_held(lease, request).await?
+        }
+    };
     // With a Content-Length, the body bytes read with the head are all data; chunked framing
     // would make that count promise more data than is there, so those take only what is ready.
     let in_memory = response.content_length.map_or(0, |n| n.min(response.body_bytes_read as u64) as usize);
@@ -191,7 +209,7 @@ impl HttpEngine {
     /// Sends a request and returns its response head (and any body already read), blocking
     /// without the GIL.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (method, scheme, host, port, target, headers, body, timeouts))]
+    #[pyo3(signature = (method, scheme, host, port, target, headers, body, timeouts, connection_id=None))]
     fn send(
         &self,
         py: Python<'_>,
@@ -203,15 +221,16 @@ impl HttpEngine {
         headers: &Bound<'_, PyList>,
         body: &[u8],
         timeouts: (Option<f64>, Option<f64>, Option<f64>, Option<f64>),
+        connection_id: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyResponse> {
-        let prepared = self.prepare(method, scheme, host, port, target, headers, body, timeouts)?;
+        let prepared = self.prepare(method, scheme, host, port, target, headers, body, timeouts, connection_id)?;
         block_on_interruptibly(py, send_and_prefetch(prepared))?.map_err(http_error)
     }
 
     /// Sends a request on the runtime; its response (or error) is set on `future` through
     /// `bridge`. Returns a handle whose `cancel()` stops the request.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (bridge, future, method, scheme, host, port, target, headers, body, timeouts))]
+    #[pyo3(signature = (bridge, future, method, scheme, host, port, target, headers, body, timeouts, connection_id=None))]
     fn send_async(
         &self,
         bridge: &LoopBridge,
@@ -224,8 +243,9 @@ impl HttpEngine {
         headers: &Bound<'_, PyList>,
         body: &[u8],
         timeouts: (Option<f64>, Option<f64>, Option<f64>, Option<f64>),
+        connection_id: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<CancelHandle> {
-        let prepared = self.prepare(method, scheme, host, port, target, headers, body, timeouts)?;
+        let prepared = self.prepare(method, scheme, host, port, target, headers, body, timeouts, connection_id)?;
         let sender = bridge.sender();
         Ok(spawn_to_loop(sender, future, async move {
             match send_and_prefetch(prepared).await {
@@ -425,4 +445,27 @@ impl Drop for PyResponse {
             body.close();
         }
     }
+}
+
+/// The client the id API opens connections with: the default TLS settings (bundled roots, no
+/// client certificate), HTTP/1.1 (the settings its endpoints are keyed under).
+fn id_api_client() -> PyResult<&'static Client> {
+    static CLIENT: std::sync::OnceLock<Client> = std::sync::OnceLock::new();
+    if let Some(client) = CLIENT.get() {
+        return Ok(client);
+    }
+    let drain = DrainPolicy { max_bytes: 256 * 1024, max_time: Duration::from_millis(500) };
+    let client = Client::new(TlsSettings::default(), drain, KeepAlive::default()).map_err(http_error)?;
+    Ok(CLIENT.get_or_init(|| client))
+}
+
+/// Opens the connection held under `id` now (DNS, TCP, TLS), unless it is open. False if the
+/// id is not checked out from `pool` (or a request is using it); errors are the transports'.
+pub(super) fn connect_held(py: Python<'_>, pool: &crate::pool::Pool<HttpConn>, id: ConnId, timeout: Option<Duration>) -> PyResult<bool> {
+    let client = id_api_client()?;
+    let Some(lease) = pool.lend_parked(id) else { return Ok(false) };
+    let timeouts = Timeouts { connect: timeout, ..Timeouts::default() };
+    let opened = block_on_interruptibly(py, async move { client.open_held(lease, &timeouts).await.map(drop) })?;
+    opened.map_err(http_error)?;
+    Ok(true)
 }

@@ -309,13 +309,29 @@ impl PySimpleConnectionPool {
         })
     }
 
-    /// True if the id names a live, unexpired connection; False for unknown, removed, expired or
-    /// broken ones.
+    /// True if the id names an open, unexpired connection: its socket was opened (`connect()`,
+    /// or a request sent on it) and the peer has not closed it. False for one never opened, and
+    /// for unknown, removed, expired or broken ones.
     fn health_check(&self, connection_id: &Bound<'_, PyAny>) -> PyResult<bool> {
         Ok(match id_arg(connection_id)? {
-            Some(id) => self.handle.pool().is_healthy(id),
+            Some(id) => {
+                let pool = self.handle.pool();
+                pool.is_connected(id) && pool.is_healthy(id)
+            }
             None => false,
         })
+    }
+
+    /// Opens the connection checked out under this id now (DNS, TCP, TLS with the default
+    /// settings), within `timeout` seconds; one already open is left as it is. False if the id
+    /// is not checked out (or a request is using it); raises ConnectError / ConnectTimeout.
+    #[pyo3(signature = (connection_id, timeout = None))]
+    fn connect(&self, py: Python<'_>, connection_id: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<bool> {
+        let timeout = timeout_arg(timeout, "timeout")?;
+        match id_arg(connection_id)? {
+            Some(id) => engine::connect_held(py, &self.handle.pool(), id, timeout),
+            None => Ok(false),
+        }
     }
 
     /// Closes idle connections past idle_timeout or max_lifetime (and broken ones); returns how
@@ -460,6 +476,13 @@ fn health_check_connection(connection_id: &Bound<'_, PyAny>) -> PyResult<bool> {
     default_handle()?.health_check(connection_id)
 }
 
+/// Default pool: opens the connection checked out under this id now.
+#[pyfunction]
+#[pyo3(signature = (connection_id, timeout = None))]
+fn connect_connection(py: Python<'_>, connection_id: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<bool> {
+    default_handle()?.connect(py, connection_id, timeout)
+}
+
 /// Default pool: closes expired idle connections; returns how many.
 #[pyfunction]
 fn cleanup_expired_connections() -> PyResult<usize> {
@@ -494,6 +517,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(health_check_connection, m)?)?;
     m.add_function(wrap_pyfunction!(cleanup_expired_connections, m)?)?;
     m.add_function(wrap_pyfunction!(get_connection_pool_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(connect_connection, m)?)?;
     m.add_function(wrap_pyfunction!(_reset_after_fork, m)?)?;
     Ok(())
 }

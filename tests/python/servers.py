@@ -7,7 +7,7 @@ import time
 
 from local_server import LLMServer, Server
 
-__all__ = ["Blackhole", "FullBacklog", "LLMServer", "Server", "refused_port"]
+__all__ = ["Blackhole", "ForwardProxy", "FullBacklog", "LLMServer", "Server", "refused_port"]
 
 
 class Blackhole:
@@ -70,3 +70,50 @@ def refused_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+class ForwardProxy(Server):
+    """A forward HTTP proxy: a request in absolute form (`GET http://host:port/path`) is sent on
+    to that origin and its answer relayed (with Content-Length). `forwarded` counts them; the
+    inherited counters count the proxy's own connections and requests."""
+
+    _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authorization", "proxy-connection", "te",
+                   "trailer", "transfer-encoding", "upgrade"}
+
+    def __init__(self, **kw):
+        self.forwarded = 0
+        super().__init__(**kw)
+
+    def _respond(self, conn, method, target, headers, body):
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(target)
+        if parts.scheme != "http":
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            return True
+        upstream = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=30)
+        try:
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            upstream.request(method, path or "/", body=body or None,
+                             headers={k: v for k, v in headers.items() if k not in self._HOP_BY_HOP})
+            answer = upstream.getresponse()
+            payload = answer.read()
+            status, reason, answer_headers = answer.status, answer.reason, answer.getheaders()
+        finally:
+            upstream.close()
+        with self.lock:
+            self.forwarded += 1
+        head = [f"HTTP/1.1 {status} {reason}", f"Content-Length: {len(payload)}"]
+        head += [f"{k}: {v}" for k, v in answer_headers
+                 if k.lower() not in self._HOP_BY_HOP and k.lower() != "content-length"]
+        conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
+        return True
+
+
+def wait_for(condition, timeout=5.0):
+    """Polls `condition` until it is true; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)

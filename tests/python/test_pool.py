@@ -12,8 +12,11 @@ import pytest
 
 import fast_litellm
 from fast_litellm import PoolTimeout, SimpleConnectionPool
+from servers import Server, wait_for
 
 SECRET = "sk-PLANTED-SECRET-0123456789"
+# An endpoint's counts before any of its connections has a socket.
+NOT_CONNECTED = {"http1_connections": 0, "http2_connections": 0, "streams_in_use": 0}
 
 
 def fresh(**settings):
@@ -29,6 +32,14 @@ def counts(pool):
     closed = sum(s["connections_closed"].values())
     assert s["total_connections"] == s["connections_created"] - closed, s
     return s["active_connections"], s["idle_connections"]
+
+
+@pytest.fixture
+def server():
+    """A local HTTP/1.1 server that accepts connections and keeps them open: health_check is
+    True only for an id whose socket was opened (pool.connect), so these tests need one."""
+    with Server() as s:
+        yield s
 
 
 # --- the documented examples, run as written -------------------------------------------------
@@ -90,7 +101,7 @@ def test_endpoints_are_normalized_origins(given, origin):
     pool = fresh()
     conn_id = pool.get_connection(given)
     assert list(pool.get_stats()["endpoints"]) == [origin]
-    assert pool.get_stats()["endpoints"][origin] == {"active": 1, "idle": 0, "total": 1}
+    assert pool.get_stats()["endpoints"][origin] == {"active": 1, "idle": 0, "total": 1, **NOT_CONNECTED}
     pool.return_connection(conn_id)
 
 
@@ -139,23 +150,32 @@ def test_bad_endpoints_raise_clear_errors_and_change_nothing(bad, exc, words):
 # --- connections, reuse, limits -------------------------------------------------------------
 
 
-def test_ids_are_uuid4_strings_and_the_most_recent_idle_is_reused():
+def test_ids_are_uuid4_strings_and_the_most_recent_idle_is_reused(server):
     pool = fresh()
-    a = pool.get_connection("http://h")
-    b = pool.get_connection("http://h")
+    a = pool.get_connection(server.url)
+    b = pool.get_connection(server.url)
     assert uuid.UUID(a).version == 4 and str(uuid.UUID(a)) == a
     assert a != b
+    # Both connected, so health_check tells whether an id still names its connection.
+    assert pool.connect(a) is True and pool.connect(b) is True
+    wait_for(lambda: server.connections == 2)  # the server counts in its own thread
     pool.return_connection(a)
     pool.return_connection(b)
+    assert pool.health_check(a) and pool.health_check(b), "returned ids name their idle connections"
     # Ids name one checkout: a reused connection comes under a new id, and its old id names
     # nothing any more. The most recently returned one (b's) is taken first.
-    c = pool.get_connection("http://h")
+    c = pool.get_connection(server.url)
     assert c not in (a, b) and uuid.UUID(c).version == 4
     assert not pool.health_check(b) and pool.health_check(a), "c took b's connection, a's is idle"
-    d = pool.get_connection("http://h")
-    assert d not in (a, b, c) and not pool.health_check(a)
+    assert pool.health_check(c), "c has b's open socket"
+    d = pool.get_connection(server.url)
+    assert d not in (a, b, c) and not pool.health_check(a) and pool.health_check(d)
     s = pool.get_stats()
     assert (s["connections_created"], s["connections_reused"]) == (2, 2)
+    time.sleep(0.05)
+    assert server.connections == 2, "reuse opened no socket"
+    pool.return_connection(c)
+    pool.return_connection(d)
 
 
 def test_per_endpoint_and_overall_limits():
@@ -260,20 +280,25 @@ def test_invalid_timeouts():
         pool.acquire("http://h", timeout="soon")
 
 
-def test_connection_context_manager_returns_or_removes():
+def test_connection_context_manager_returns_or_removes(server):
     pool = fresh()
-    with pool.connection("http://h") as conn_id:
+    with pool.connection(server.url) as conn_id:
         assert counts(pool) == (1, 0)
+        assert pool.connect(conn_id) is True
     assert counts(pool) == (0, 1)
-    assert pool.health_check(conn_id)
+    assert pool.health_check(conn_id), "returned: the id names its idle, open connection"
 
     with pytest.raises(RuntimeError):
-        with pool.connection("http://h") as conn_id2:
+        with pool.connection(server.url) as conn_id2:
+            assert pool.health_check(conn_id2) and not pool.health_check(conn_id)
             raise RuntimeError("request failed")
     assert conn_id2 != conn_id, "a new checkout, a new id"
     assert pool.get_stats()["connections_reused"] == 1
     assert counts(pool) == (0, 0)
     assert pool.get_stats()["connections_closed"]["removed"] == 1
+    assert not pool.health_check(conn_id2)
+    # Removed means the socket closed (the server counts in its own thread).
+    wait_for(lambda: (server.connections, server.open_connections) == (1, 0))
 
 
 def test_connection_context_manager_times_out():
@@ -311,7 +336,7 @@ def test_return_rules_never_corrupt_counts():
 @pytest.mark.parametrize("bad", ["not-a-uuid", "", SECRET, "x" * 36])
 def test_malformed_ids_raise_value_error(bad):
     pool = fresh()
-    for method in (pool.return_connection, pool.remove_connection, pool.health_check):
+    for method in (pool.return_connection, pool.remove_connection, pool.health_check, pool.connect):
         with pytest.raises(ValueError, match="UUID") as info:
             method(bad)
         assert SECRET not in str(info.value)
@@ -320,48 +345,61 @@ def test_malformed_ids_raise_value_error(bad):
 @pytest.mark.parametrize("bad", [123, b"id", 1.5, ["id"]])
 def test_ids_of_the_wrong_type_raise_type_error(bad):
     pool = fresh()
-    for method in (pool.return_connection, pool.remove_connection, pool.health_check):
+    for method in (pool.return_connection, pool.remove_connection, pool.health_check, pool.connect):
         with pytest.raises(TypeError, match="connection id must be a str"):
             method(bad)
 
 
-def test_health_check():
+def test_health_check(server):
     pool = fresh()
-    conn_id = pool.get_connection("http://h")
+    conn_id = pool.get_connection(server.url)
+    assert pool.health_check(conn_id) is False, "checked out, but no socket yet"
+    assert server.connections == 0
+    assert pool.connect(conn_id) is True
     assert pool.health_check(conn_id) is True
     pool.return_connection(conn_id)
-    assert pool.health_check(conn_id) is True
+    assert pool.health_check(conn_id) is True, "idle, open, and not checked out again"
     assert pool.health_check(str(uuid.uuid4())) is False
     assert pool.health_check(None) is False
     pool.remove_connection(conn_id)
     assert pool.health_check(conn_id) is False
+    wait_for(lambda: (server.connections, server.open_connections) == (1, 0))
 
 
 # --- expiry ---------------------------------------------------------------------------------
 
 
-def test_idle_timeout_and_cleanup():
+def test_idle_timeout_and_cleanup(server):
     pool = fresh(idle_timeout=0.05)
-    conn_id = pool.get_connection("http://h")
+    conn_id = pool.get_connection(server.url)
+    assert pool.connect(conn_id) is True
     pool.return_connection(conn_id)
+    assert pool.health_check(conn_id) is True
     assert pool.cleanup() == 0
     time.sleep(0.1)
-    assert pool.health_check(conn_id) is False
+    assert pool.health_check(conn_id) is False, "idle past idle_timeout"
     assert pool.cleanup() == 1
     assert counts(pool) == (0, 0)
     assert pool.get_stats()["connections_closed"]["idle_timeout"] == 1
+    wait_for(lambda: (server.connections, server.open_connections) == (1, 0))
 
 
-def test_max_lifetime_never_closes_an_active_connection():
-    pool = fresh(max_lifetime=0.05)
-    conn_id = pool.get_connection("http://h")
-    time.sleep(0.1)
+def test_max_lifetime_never_closes_an_active_connection(server):
+    pool = fresh(max_lifetime=0.3)
+    conn_id = pool.get_connection(server.url)
+    assert pool.connect(conn_id) is True
+    assert pool.health_check(conn_id) is True
+    wait_for(lambda: server.open_connections == 1)
+    time.sleep(0.4)
     assert pool.cleanup() == 0
     assert counts(pool) == (1, 0)
-    assert pool.health_check(conn_id) is False
+    assert pool.health_check(conn_id) is False, "held past max_lifetime"
+    time.sleep(0.05)  # time for the server to see a close, were there one
+    assert server.open_connections == 1, "expired, but still its holder's: not closed"
     assert pool.return_connection(conn_id) is True
     assert counts(pool) == (0, 0)
     assert pool.get_stats()["connections_closed"]["max_lifetime"] == 1
+    wait_for(lambda: server.open_connections == 0)
 
 
 def test_background_reaper_closes_idle_connections():
@@ -398,9 +436,25 @@ def test_stats_schema():
         "idle_timeout", "max_lifetime", "unhealthy", "removed", "evicted", "not_reusable",
         "connect_failed",
     }
-    assert s["endpoints"] == {"https://api.openai.com:443": {"active": 1, "idle": 0, "total": 1}}
+    assert s["endpoints"] == {"https://api.openai.com:443": {"active": 1, "idle": 0, "total": 1, **NOT_CONNECTED}}
     assert repr(pool) == f"SimpleConnectionPool({pool.pool_name!r}, active=1, idle=0, waiting=0)"
     pool.return_connection(conn_id)
+
+
+def test_endpoint_stats_count_open_connections_by_http_version(server):
+    pool = fresh()
+    origin = server.url  # http://127.0.0.1:<port>, already an origin
+    a, b = pool.get_connection(server.url), pool.get_connection(server.url)
+    assert pool.get_stats()["endpoints"][origin] == {"active": 2, "idle": 0, "total": 2, **NOT_CONNECTED}
+    assert pool.connect(a) is True
+    assert pool.get_stats()["endpoints"][origin] == {
+        "active": 2, "idle": 0, "total": 2, "http1_connections": 1, "http2_connections": 0, "streams_in_use": 0,
+    }, "one of the two has a socket (HTTP/1.1); a slot not yet connected is neither version"
+    pool.return_connection(a)
+    assert pool.get_stats()["endpoints"][origin]["http1_connections"] == 1, "idle, still open"
+    pool.remove_connection(b)
+    pool.remove_connection(a)
+    assert pool.get_stats()["endpoints"] == {}
 
 
 def test_counts_match_the_tests_own_ledger_at_every_observation():

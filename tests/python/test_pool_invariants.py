@@ -23,6 +23,7 @@ import pytest
 
 from fast_litellm import HTTPTransport, PoolTimeout, SimpleConnectionPool
 from pool_ledger import run_id_api_stress
+from servers import Server
 
 EP = "http://h.example"
 
@@ -44,14 +45,14 @@ def active(pool, endpoint=None):
 class Checkout:
     """B's lease, taken one of the three ways the id API offers."""
 
-    def __init__(self, pool, how):
-        self.pool, self.how, self.ctx = pool, how, None
+    def __init__(self, pool, how, endpoint):
+        self.pool, self.how, self.ctx, self.endpoint = pool, how, None, endpoint
         if how == "get_connection":
-            self.cid = pool.get_connection(EP)
+            self.cid = pool.get_connection(endpoint)
         elif how == "acquire":
-            self.cid = pool.acquire(EP, timeout=1)
+            self.cid = pool.acquire(endpoint, timeout=1)
         else:
-            self.ctx = pool.connection(EP, timeout=1)
+            self.ctx = pool.connection(endpoint, timeout=1)
             self.cid = self.ctx.__enter__()
         assert self.cid is not None
 
@@ -64,28 +65,45 @@ class Checkout:
         assert (s["active_connections"], s["idle_connections"]) == (0, 1), s
 
 
-def stale_x_and_b(how):
-    """A gets X and returns it; B then takes the same slot (limit 1)."""
+@pytest.fixture
+def server():
+    """Accepts connections and keeps them open. health_check is True only for a connection
+    whose socket is open, so B's lease gets a real one."""
+    with Server() as s:
+        yield s
+
+
+def stale_x_and_b(how, connected_by, server):
+    """A gets X and returns it; B then takes the same slot (limit 1). The slot's socket is
+    opened by A before returning it (`connected_by="a"`: B inherits an open connection) or by B
+    after taking it (`"b"`): either way B's id is healthy, and X must not be."""
     pool = fresh(max_connections_per_endpoint=1)
-    x = pool.get_connection(EP)
+    x = pool.get_connection(server.url)
+    if connected_by == "a":
+        assert pool.connect(x) is True
     assert pool.return_connection(x) is True
-    b = Checkout(pool, how)
+    b = Checkout(pool, how, server.url)
+    if connected_by == "b":
+        assert pool.connect(b.cid) is True
+    assert pool.connect(x) is False, "A's stale id opened (or vouched for) B's socket"
+    assert pool.get_stats()["connections_created"] == 1 and server.connections <= 1
     return pool, x, b
 
 
 def b_still_holds(pool, b):
     s = pool.get_stats()
     assert s["active_connections"] == 1, f"B's lease is gone: {s}"
-    assert pool.get_connection(EP) is None, "C got a connection while B holds the only one"
-    assert pool.health_check(b.cid) is True, "B's own id no longer names a live lease"
+    assert pool.get_connection(b.endpoint) is None, "C got a connection while B holds the only one"
+    assert pool.health_check(b.cid) is True, "B's own id no longer names a live, connected lease"
 
 
 HOW = ["get_connection", "acquire", "connection"]
+stale_cases = pytest.mark.parametrize("how, connected_by", [(h, c) for h in HOW for c in ("a", "b")])
 
 
-@pytest.mark.parametrize("how", HOW)
-def test_a_late_return_of_a_stale_id_is_refused_and_changes_nothing(how):
-    pool, x, b = stale_x_and_b(how)
+@stale_cases
+def test_a_late_return_of_a_stale_id_is_refused_and_changes_nothing(how, connected_by, server):
+    pool, x, b = stale_x_and_b(how, connected_by, server)
     ignored = pool.get_stats()["ignored_returns"]
     assert pool.return_connection(x) is False, "A's stale id ended B's lease"
     assert pool.get_stats()["ignored_returns"] == ignored + 1
@@ -93,9 +111,9 @@ def test_a_late_return_of_a_stale_id_is_refused_and_changes_nothing(how):
     b.end()
 
 
-@pytest.mark.parametrize("how", HOW)
-def test_a_late_remove_of_a_stale_id_leaves_the_lease_alone(how):
-    pool, x, b = stale_x_and_b(how)
+@stale_cases
+def test_a_late_remove_of_a_stale_id_leaves_the_lease_alone(how, connected_by, server):
+    pool, x, b = stale_x_and_b(how, connected_by, server)
     removed = pool.get_stats()["connections_closed"]["removed"]
     assert pool.remove_connection(x) is False, "A's stale id closed B's connection"
     assert pool.get_stats()["connections_closed"]["removed"] == removed
@@ -103,11 +121,11 @@ def test_a_late_remove_of_a_stale_id_leaves_the_lease_alone(how):
     b.end()
 
 
-@pytest.mark.parametrize("how", HOW)
-def test_a_stale_id_does_not_vouch_for_the_next_lease(how):
+@stale_cases
+def test_a_stale_id_does_not_vouch_for_the_next_lease(how, connected_by, server):
     # Whether B's id equals X is the pool's business; whatever it is, X was A's checkout, and
-    # that checkout ended: X must not report on B's lease, and B's id must.
-    pool, x, b = stale_x_and_b(how)
+    # that checkout ended: X must not report on B's lease (whose socket is open), and B's id must.
+    pool, x, b = stale_x_and_b(how, connected_by, server)
     assert pool.health_check(x) is False, "health_check of A's stale id reports on B's lease"
     b_still_holds(pool, b)
     b.end()
@@ -569,3 +587,6 @@ def test_random_id_api_use_against_a_ledger():
     summary = run_id_api_stress(seconds=5, workers=8)
     ops = summary["ops"]
     assert ops["stale_return"] > 0 and ops["with"] > 0 and ops["acquire"] > 0
+    assert ops["connect"] > 0 and ops["stale_connect"] > 0 and ops["stale_health"] > 0
+    # Connected held ids were checked (each one True), on sockets the servers accepted.
+    assert summary["healthy_connected"] > 0 and summary["server_connections"] > 0, summary

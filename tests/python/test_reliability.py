@@ -298,7 +298,8 @@ CLEAN = (ValueError, TypeError, OverflowError)
 def test_any_endpoint_or_id_gives_a_clean_result(value):
     pool = SimpleConnectionPool("hypothesis", reaper_interval=None)
     before = pool.get_stats()
-    for call in (pool.get_connection, pool.return_connection, pool.remove_connection, pool.health_check):
+    for call in (pool.get_connection, pool.return_connection, pool.remove_connection, pool.health_check,
+                 pool.connect):
         try:
             result = call(value)
         except CLEAN:

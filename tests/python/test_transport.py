@@ -13,7 +13,7 @@ import trustme
 
 import fast_litellm
 from fast_litellm import AsyncHTTPTransport, HTTPTransport, SimpleConnectionPool
-from servers import Blackhole, FullBacklog, Server, refused_port
+from servers import Blackhole, FullBacklog, Server, refused_port, wait_for
 
 
 def new_pool(**settings):
@@ -26,13 +26,6 @@ def client(pool=None, **kw):
 
 def aclient(pool=None, **kw):
     return httpx.AsyncClient(transport=AsyncHTTPTransport(pool or new_pool(), **kw))
-
-
-def wait_for(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -95,14 +95,18 @@ def test_memory_over_a_hundred_thousand_http_requests(capsys):
 
 
 def test_the_id_api_under_a_minute_of_random_use_against_a_ledger(capsys):
-    """8 threads: get / acquire / connection() / return / remove / stale ids / health / cleanup /
-    configure on 3 endpoints, checked against the test's own ledger of held ids (see
-    tests/python/pool_ledger.py). FAST_LITELLM_LEDGER_SECONDS sets the length (default 60),
-    FAST_LITELLM_LEDGER_SEED the seed (default: a new one each run, named in any failure)."""
+    """8 threads: get / acquire / connection() / return / remove / connect / stale ids / health /
+    cleanup / configure on 3 endpoints (local servers that keep every connection open), checked
+    against the test's own ledger of held ids (see tests/python/pool_ledger.py).
+    FAST_LITELLM_LEDGER_SECONDS sets the length (default 60), FAST_LITELLM_LEDGER_SEED the seed
+    (default: a new one each run, named in any failure)."""
     seconds = float(os.environ.get("FAST_LITELLM_LEDGER_SECONDS", "60"))
     seed = int(os.environ.get("FAST_LITELLM_LEDGER_SEED", time.time_ns() % 1_000_000))
     summary = run_id_api_stress(seconds=seconds, workers=8, seed=seed)
     with capsys.disabled():
         ops = summary["ops"]
         print(f"\nid API under random use for {seconds:.0f} s: {sum(ops.values()):,} operations, "
-              f"every one as the ledger expected ({', '.join(f'{k} {v:,}' for k, v in ops.items())})")
+              f"every one as the ledger expected ({', '.join(f'{k} {v:,}' for k, v in ops.items())}); "
+              f"{summary['healthy_connected']:,} connected ids healthy, "
+              f"{summary['server_connections']:,} connections accepted by the servers")
+    assert summary["healthy_connected"] > 0 and ops["stale_connect"] > 0, summary
