@@ -29,6 +29,15 @@ Paths (any method; the body of a request is read whole before the handler runs)
   /big?size=N             N bytes, bytes(i % 251), with Content-Length, sent as the client's flow
                           control windows allow.
   /status?code=N          status N, JSON echo body.
+  POST /v1/chat/completions   OpenAI's chat completions API: the reply is "echo: " + the last
+                          message's text; JSON, or with "stream": true chunk events (`data: {...}`)
+                          ending with `data: [DONE]`. (Another method: the JSON echo.)
+  POST /v1/messages       Anthropic's messages API, the same reply; with "stream": true its event
+                          sequence (message_start, content_block_start, content_block_delta per
+                          word, content_block_stop, message_delta, message_stop).
+                          Both endpoints wait `llm_delay` seconds (default 0) before answering, and
+                          their streams pause `llm_stream_pause` seconds (default 0) before the
+                          last event (`data: [DONE]` / message_stop), the stream still open.
 
 Each HTTP/2 stream is served in its own task; DATA is sent within the peer's flow-control windows
 (h2's local_flow_control_window, waiting for WindowUpdated). HTTP/1.1 is served one request at a
@@ -37,9 +46,10 @@ length is not known).
 
 What is counted (thread-safe, read from any thread; see the properties and snapshot methods):
 connections accepted, TLS handshakes, per-connection info (protocol, streams opened, streams
-processed, most streams open at once), the requests processed in order, the most streams open at
-once on one connection and over all of them, streams reset by the client (with error code),
-PINGs received, streams refused, streams over the advertised limit.
+processed, most streams open at once), the requests processed in order (each with its protocol,
+"h2" or "http/1.1": requests(), protocols()), the most streams open at once on one connection and
+over all of them, streams reset by the client (with error code), PINGs received, streams refused,
+streams over the advertised limit.
 
 Controls (callable from any thread): goaway(), goaway_on_next_stream(n), refuse_next(n),
 ignore_pings = True, close_all().
@@ -78,6 +88,58 @@ UNLIMITED = 2**31 - 1
 def pattern(size: int) -> bytes:
     """The body /big?size=N sends: bytes(i % 251 for i in range(N))."""
     return (PATTERN * (size // 251 + 1))[:size]
+
+
+# --- the LLM APIs' answers (what LiteLLM 1.110's OpenAI SDK and Anthropic parsers read) ---------
+
+LLM_PATHS = ("/v1/chat/completions", "/v1/messages")
+
+
+def _words(reply: str) -> list[str]:
+    """The reply in stream pieces, each word with the space after it: joined, they are the reply."""
+    words = reply.split(" ")
+    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+
+
+def openai_completion(model: str, reply: str) -> dict:
+    n = len(_words(reply))
+    return {"id": "chatcmpl-h2", "object": "chat.completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": n, "total_tokens": 3 + n}}
+
+
+def openai_events(model: str, reply: str) -> list[bytes]:
+    """chat.completion.chunk events (`data: {...}`), the last with finish_reason, then `data: [DONE]`."""
+    def chunk(delta, finish=None):
+        return {"id": "chatcmpl-h2", "object": "chat.completion.chunk", "created": 1, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    chunks = [chunk({"role": "assistant", "content": w}) for w in _words(reply)] + [chunk({}, "stop")]
+    return [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
+
+
+def anthropic_message(model: str, reply: str) -> dict:
+    return {"id": "msg_h2", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": reply}], "stop_reason": "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": 3, "output_tokens": len(_words(reply))}}
+
+
+def anthropic_events(model: str, reply: str) -> list[bytes]:
+    """Anthropic's stream: message_start, content_block_start, content_block_delta per word,
+    content_block_stop, message_delta (stop_reason, usage), message_stop; each `event:` + `data:`."""
+    message = {"id": "msg_h2", "type": "message", "role": "assistant", "model": model, "content": [],
+               "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 0}}
+    words = _words(reply)
+    events = [("message_start", {"type": "message_start", "message": message}),
+              ("content_block_start", {"type": "content_block_start", "index": 0,
+                                       "content_block": {"type": "text", "text": ""}})]
+    events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                        "delta": {"type": "text_delta", "text": w}}) for w in words]
+    events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+               ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                  "usage": {"output_tokens": len(words)}}),
+               ("message_stop", {"type": "message_stop"})]
+    return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
 
 
 @dataclasses.dataclass
@@ -134,6 +196,8 @@ class H2Server:
         self.alpn = list(alpn)
         self.max_concurrent_streams = max_concurrent_streams
         self.http1 = http1
+        self.llm_delay = 0.0  # seconds the LLM endpoints wait before answering (overlaps calls)
+        self.llm_stream_pause = 0.0  # seconds their event streams pause before the last event
         self.lock = threading.Lock()
         # counters (written on the server's loop under self.lock)
         self.connections = 0  # TCP connections accepted
@@ -342,6 +406,16 @@ class H2Server:
         with self.lock:
             return [(s.method, s.target) for s in self._seen]
 
+    def protocols(self, path: str | None = None) -> dict[str, int]:
+        """How many requests (to `path`, or to any) were processed over each protocol:
+        {"h2": n, "http/1.1": m}, only the protocols seen."""
+        with self.lock:
+            counts: dict[str, int] = {}
+            for s in self._seen:
+                if path in (None, s.path):
+                    counts[s.protocol] = counts.get(s.protocol, 0) + 1
+            return counts
+
     def count(self, method: str | None = None, path: str | None = None) -> int:
         with self.lock:
             return sum(1 for s in self._seen if method in (None, s.method) and path in (None, s.path))
@@ -464,7 +538,9 @@ class H2Server:
     async def _handle(self, req: Seen, resp) -> None:
         query = dict(parse_qsl(urlsplit(req.target).query))
         path = req.path
-        if path == "/sse":
+        if req.method == "POST" and path in LLM_PATHS:
+            await self._llm(req, resp)
+        elif path == "/sse":
             n, delay = int(query.get("events", 5)), float(query.get("delay", 0))
             await resp.start(200, [("content-type", "text/event-stream"), ("cache-control", "no-cache")])
             for i in range(n):
@@ -497,6 +573,42 @@ class H2Server:
             }).encode()
             await resp.start(status, [("content-type", "application/json"), ("content-length", str(len(body)))])
             await resp.send(body, end=True)
+
+    async def _llm(self, req: Seen, resp) -> None:
+        """POST /v1/chat/completions (OpenAI) or /v1/messages (Anthropic): the reply echoes the
+        last user message ("echo: <text>"), as JSON, or as the API's event stream when the body
+        asks for "stream": true. A body that is not such a request gets a 400."""
+        try:
+            request = json.loads(req.body)
+            prompt = request["messages"][-1]["content"]
+            if isinstance(prompt, list):
+                prompt = "".join(part.get("text", "") for part in prompt)
+            model, stream = request.get("model", ""), bool(request.get("stream"))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            body = json.dumps({"error": {"type": "invalid_request_error", "message": "not a chat request"}}).encode()
+            await resp.start(400, [("content-type", "application/json"), ("content-length", str(len(body)))])
+            await resp.send(body, end=True)
+            return
+        if self.llm_delay:
+            await asyncio.sleep(self.llm_delay)
+        reply = f"echo: {prompt}"
+        if req.path == "/v1/chat/completions":
+            events = openai_events(model, reply) if stream else None
+            payload = None if stream else openai_completion(model, reply)
+        else:
+            events = anthropic_events(model, reply) if stream else None
+            payload = None if stream else anthropic_message(model, reply)
+        if payload is not None:
+            body = json.dumps(payload).encode()
+            await resp.start(200, [("content-type", "application/json"), ("content-length", str(len(body)))])
+            await resp.send(body, end=True)
+            return
+        await resp.start(200, [("content-type", "text/event-stream"), ("cache-control", "no-cache")])
+        for event in events[:-1]:
+            await resp.send(event)
+        if self.llm_stream_pause:
+            await asyncio.sleep(self.llm_stream_pause)
+        await resp.send(events[-1], end=True)
 
     def _processed(self, info: ConnInfo, seen: Seen) -> None:
         with self.lock:

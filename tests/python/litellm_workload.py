@@ -21,10 +21,11 @@ phases = sys.argv[4] if len(sys.argv) > 4 else "all"
 
 def hook_points():
     """What fast_litellm's hooks replace, as LiteLLM has it now."""
-    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler, HTTPHandler
 
     points = {name: AsyncHTTPHandler.__dict__[name] for name in ("create_async_transport", "_create_async_transport")}
-    points.update({name: getattr(litellm, name, None) for name in ("client_session", "aclient_session", "sync_transport")})
+    points["_create_sync_transport"] = HTTPHandler.__dict__["_create_sync_transport"]
+    points.update({name: getattr(litellm, name, None) for name in ("client_session", "aclient_session")})
     return points
 
 

@@ -4,6 +4,7 @@ h2 client over a plain socket (for what httpx cannot show: frames after a GOAWAY
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import threading
@@ -126,6 +127,41 @@ def test_alpn_http11_only_serves_http11_keep_alive():
             assert c.get(f"{server.url}/big?size=100000").content == pattern(100_000)
         assert server.connections == 1 and server.streams_per_connection() == [7]
         assert server.connection_infos()[0].alpn == "http/1.1"
+
+
+@pytest.mark.parametrize("alpn", [("h2", "http/1.1"), ("http/1.1",)])
+def test_llm_endpoints_answer_json_and_event_streams(alpn):
+    """OpenAI's /v1/chat/completions and Anthropic's /v1/messages, over HTTP/2 and HTTP/1.1."""
+    with H2Server(tls=True, alpn=alpn) as server:
+        expected = "HTTP/2" if "h2" in alpn else "HTTP/1.1"
+        with httpx.Client(http2=True, verify=server.client_context()) as c:
+            ask = {"model": "m", "messages": [{"role": "user", "content": "hi there"}]}
+            r = c.post(f"{server.url}/v1/chat/completions", json=ask)
+            assert (r.status_code, r.http_version) == (200, expected)
+            assert r.json()["choices"][0]["message"]["content"] == "echo: hi there"
+            r = c.post(f"{server.url}/v1/messages", json={**ask, "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "hi there"}]}]})
+            assert r.json()["content"] == [{"type": "text", "text": "echo: hi there"}]
+            with c.stream("POST", f"{server.url}/v1/chat/completions", json={**ask, "stream": True}) as r:
+                assert r.headers["content-type"] == "text/event-stream"
+                data = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+            assert data[-1] == "[DONE]"
+            chunks = [json.loads(d) for d in data[:-1]]
+            assert "".join(ch["choices"][0]["delta"].get("content", "") for ch in chunks) == "echo: hi there"
+            assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+            with c.stream("POST", f"{server.url}/v1/messages", json={**ask, "stream": True}) as r:
+                lines = [line for line in r.iter_lines() if line]
+            names = [line[7:] for line in lines if line.startswith("event: ")]
+            events = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+            assert names == [e["type"] for e in events]
+            assert names[:2] == ["message_start", "content_block_start"]
+            assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+            assert "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta") == "echo: hi there"
+            assert c.post(f"{server.url}/v1/messages", content=b"not json").status_code == 400
+            assert c.get(f"{server.url}/v1/messages").json()["method"] == "GET"  # other methods: the echo
+        assert server.protocols() == {"h2" if "h2" in alpn else "http/1.1": 6}
+        assert server.protocols("/v1/messages") == {"h2" if "h2" in alpn else "http/1.1": 4}
+        assert server.connections == 1
 
 
 def test_cleartext_prior_knowledge_and_http11_sniffing():

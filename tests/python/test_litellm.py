@@ -126,8 +126,10 @@ def test_a_litellm_without_a_hook_point_gets_one_warning(caplog):
 
     caplog.set_level(logging.WARNING, logger="fast_litellm")
     before = len(_litellm._state.warnings)
-    _litellm._patch_handler_module(types.SimpleNamespace())  # a handler module without the class
-    assert len(_litellm._state.warnings) == before + 1
-    assert "create_async_transport" in caplog.text
+    _litellm._patch_handler_module(types.SimpleNamespace())  # a handler module without the classes
+    # One warning for each hook point it lacks.
+    assert len(_litellm._state.warnings) == before + 2
+    assert "create_async_transport" in caplog.text and "_create_sync_transport" in caplog.text
     assert _litellm._state.hooks.pop("AsyncHTTPHandler.create_async_transport") == "missing in this LiteLLM"
-    _litellm._state.warnings.pop()
+    assert _litellm._state.hooks.pop("HTTPHandler._create_sync_transport") == "missing in this LiteLLM"
+    del _litellm._state.warnings[before:]
