@@ -5,6 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The LiteLLM release the integration is tested against (see docs/litellm.md).
 LITELLM_VERSION := 1.110.2
+# What the LiteLLM Proxy (`litellm --config`) imports in that release besides LiteLLM's own
+# dependencies, by name (its `proxy` extra does not resolve from the registry here), and
+# prometheus_client: for tests/python/test_litellm_proxy.py and docs/litellm-proxy.md.
+LITELLM_PROXY_DEPS := "fastapi>=0.136.3,<1" "uvicorn>=0.33,<1" "uvloop>=0.22.1,<1" "orjson>=3.11.6,<4" \
+	"apscheduler>=3.11.2,<4" "backoff>=2.2.1,<3" "python-multipart>=0.0.27,<1" "pyjwt>=2.13,<3" \
+	"websockets>=15.0.1,<16" "rq>=2.7,<3" "semver>=3.0.4,<4" "expression>=5.6,<6" "fastapi-sso>=0.19,<1" \
+	"mcp>=2.3.0,<3" "soundfile>=0.12.1,<1" "prometheus_client>=0.20,<1"
 # LiteLLM fetches a model price map from the internet at import unless told otherwise.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
@@ -12,13 +19,16 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 
 .PHONY: help
 help: ## show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+# What the pytest suite needs besides the package (its own dependencies come with it).
+TEST_DEPS := "httpx>=0.27,<0.29" pytest pytest-timeout pytest-asyncio pytest-benchmark trustme hypothesis trio \
+	h2 "litellm==$(LITELLM_VERSION)" $(LITELLM_PROXY_DEPS)
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "maturin>=1.7,<2" "httpx>=0.27,<0.29" pytest pytest-timeout pytest-asyncio \
-		pytest-benchmark trustme hypothesis trio "litellm==$(LITELLM_VERSION)"
+	$(PY) -m pip install -q "maturin>=1.7,<2" $(TEST_DEPS)
 	touch $@
 
 .PHONY: venv
@@ -33,6 +43,34 @@ build: $(VENV)/.deps ## build the extension into the virtualenv (release mode)
 test: build ## cargo test on the Rust core, then pytest on the Python package
 	cargo test --quiet
 	$(PY) -m pytest -q tests/python
+
+.PHONY: wheel
+wheel: $(VENV)/.deps ## build the abi3 wheel (CPython 3.10+) and the sdist into dist/
+	rm -rf dist
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/maturin build --release --out dist
+	$(VENV)/bin/maturin sdist --out dist
+
+.PHONY: check-wheel
+check-wheel: wheel ## build the wheel, install it into a fresh virtualenv, import it and send a request
+	$(PY) -m pytest -q tests/python/test_install.py
+
+# The oldest and newest CPython the abi3 wheel supports. pyenv's interpreters when present, else
+# pythonX.Y on the PATH; an absent one is reported as skipped, never passed over in silence.
+MATRIX := 3.10 3.13
+
+.PHONY: matrix
+matrix: wheel ## the pytest suite on CPython 3.10 and 3.13, with the wheel from `make wheel`
+	@for v in $(MATRIX); do \
+		py=$$(ls -d $$HOME/.pyenv/versions/$$v.*/bin/python$$v 2>/dev/null | tail -n 1); \
+		py=$${py:-$$(command -v python$$v)}; \
+		if [ -z "$$py" ] || ! "$$py" -c pass 2>/dev/null; then \
+			echo "matrix: SKIPPED CPython $$v: no python$$v interpreter on this machine"; continue; fi; \
+		echo "matrix: CPython $$v ($$py)"; \
+		rm -rf .venv-$$v && "$$py" -m venv .venv-$$v \
+		&& .venv-$$v/bin/python -m pip install -q --upgrade pip \
+		&& .venv-$$v/bin/python -m pip install -q dist/*.whl $(TEST_DEPS) \
+		&& .venv-$$v/bin/python -m pytest -q tests/python || exit 1; \
+	done
 
 .PHONY: stress
 stress: build ## the long reliability runs: stale connections, memory over 1M pool cycles and 100k requests
@@ -70,6 +108,11 @@ lint: ## clippy with warnings as errors
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --features python -- -D warnings
 
+.PHONY: stubcheck
+stubcheck: build ## the stub _core.pyi matches the runtime (mypy.stubtest)
+	$(PY) -m pip install -q "mypy>=1.10"
+	$(PY) -m mypy.stubtest fast_litellm._core
+
 .PHONY: clean
 clean: ## remove build output and the virtualenv
-	rm -rf target $(VENV) python/fast_litellm/_core*.so
+	rm -rf target dist $(VENV) $(MATRIX:%=.venv-%) python/fast_litellm/_core*.so

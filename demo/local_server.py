@@ -281,3 +281,27 @@ class LLMServer(Server):
         out.append(b"0\r\n\r\n")
         for part in out:
             conn.sendall(part)
+
+
+def main() -> None:
+    """`python demo/local_server.py [--port 8000]`: the OpenAI- and Anthropic-compatible server
+    on its own, for trying LiteLLM (or anything else) against it; Ctrl-C stops it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port (default 8000)")
+    args = parser.parse_args()
+    server = LLMServer(port=args.port)
+    print(f"serving on {server.url}  (OpenAI: api_base={server.url}/v1, any api_key; Ctrl-C stops)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        print(f"served {server.requests} requests on {server.connections} connections")
+
+
+if __name__ == "__main__":
+    main()

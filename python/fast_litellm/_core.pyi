@@ -1,9 +1,84 @@
-"""Type stubs for the Rust extension."""
+"""Type stubs for the Rust extension (checked against it by `make stubcheck`)."""
 
+from os import PathLike
 from types import TracebackType
-from typing import Any, Optional, TypedDict
+from typing import Any, Literal, Protocol, TypeAlias, TypedDict, final
+
+__all__ = [
+    "__version__",
+    "SimpleConnectionPool",
+    "ConnectionContext",
+    "PoolTimeout",
+    "TransportError",
+    "ConnectError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "WriteTimeout",
+    "ReadError",
+    "WriteError",
+    "RemoteProtocolError",
+    "LocalProtocolError",
+    "UnsupportedProtocol",
+    "LoopBridge",
+    "HttpEngine",
+    "PyResponse",
+    "CancelHandle",
+    "get_connection",
+    "return_connection",
+    "remove_connection",
+    "health_check_connection",
+    "cleanup_expired_connections",
+    "get_connection_pool_stats",
+    "connect_connection",
+    "_reset_after_fork",
+]
 
 __version__: str
+
+# Types of the stub only (not in the runtime module), hence private.
+
+_StrPath: TypeAlias = str | PathLike[str]
+# connect, read, write, pool: seconds, or None for no limit.
+_Timeouts: TypeAlias = tuple[float | None, float | None, float | None, float | None]
+
+class _Future(Protocol):
+    """What a result is set on: an asyncio future, or fast_litellm._loops._TrioFuture."""
+
+    def cancelled(self) -> bool: ...
+    def set_result(self, result: Any, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+class _PoolSettings(TypedDict):
+    max_connections: int
+    max_connections_per_endpoint: int
+    idle_timeout: float | None
+    max_lifetime: float | None
+    reaper_interval: float | None
+
+class _EndpointStats(TypedDict):
+    active: int
+    idle: int
+    total: int
+    http1_connections: int
+    http2_connections: int
+    streams_in_use: int
+
+class _PoolStats(TypedDict):
+    pool_name: str
+    total_connections: int
+    active_connections: int
+    idle_connections: int
+    waiting_requests: int
+    settings: _PoolSettings
+    connections_created: int
+    connections_reused: int
+    connections_closed: dict[str, int]  # by reason
+    waits: int
+    wait_timeouts: int
+    ignored_returns: int
+    endpoints: dict[str, _EndpointStats]  # by origin
+
+# Exceptions.
 
 class PoolTimeout(TimeoutError):
     """No pooled connection became free before the timeout."""
@@ -21,138 +96,140 @@ class RemoteProtocolError(TransportError): ...
 class LocalProtocolError(TransportError): ...
 class UnsupportedProtocol(TransportError): ...
 
+# The HTTP engine (used by fast_litellm._transport).
+
+@final
 class LoopBridge:
     """Hands results from the Rust runtime to one event loop, asyncio's or a trio run's
     (watch fileno())."""
 
-    def __init__(self) -> None: ...
     def fileno(self) -> int: ...
-    def drain(self) -> None: ...
+    def drain(self) -> None:
+        """Sets every queued result on its future; call when fileno() is readable."""
 
+@final
 class CancelHandle:
     """Stops an async request or body read; its connection is closed."""
 
     def cancel(self) -> None: ...
 
+@final
 class PyResponse:
     """A response head and its body (see fast_litellm._transport)."""
 
-    status: int
-    new_connection: bool
     @property
-    def http_version(self) -> bytes: ...
+    def status(self) -> int: ...
+    @property
+    def new_connection(self) -> bool:
+        """Whether the request opened a new connection."""
+    @property
+    def http_version(self) -> bytes:
+        """`b"HTTP/2"`, `b"HTTP/1.1"` or `b"HTTP/1.0"`."""
     @property
     def reason_phrase(self) -> bytes: ...
     @property
-    def headers(self) -> list[tuple[bytes, bytes]]: ...
-    def take_prefetched(self) -> tuple[list[bytes], bool]: ...
-    def ready_chunks(self) -> tuple[list[bytes], bool]: ...
-    def read_chunk(self) -> Optional[bytes]: ...
-    def read_chunk_async(self, bridge: LoopBridge, future: Any) -> CancelHandle: ...
-    def close(self) -> None: ...
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Every field line, in wire order."""
+    def take_prefetched(self) -> tuple[list[bytes], bool]:
+        """The chunks read with the head (once), and whether the body ended."""
+    def ready_chunks(self) -> tuple[list[bytes], bool]:
+        """The chunks already here (never waits), and whether the body ended."""
+    def read_chunk(self) -> bytes | None:
+        """The next chunk (blocking without the GIL), or None at the end."""
+    def read_chunk_async(self, bridge: LoopBridge, future: _Future) -> CancelHandle:
+        """The next chunk (bytes, or None at the end) is set on `future` through `bridge`."""
+    def close(self) -> None:
+        """Stops reading: the rest is drained in the background, then the connection reused."""
 
-Timeouts = tuple[Optional[float], Optional[float], Optional[float], Optional[float]]
-
+@final
 class HttpEngine:
     """The Rust HTTP engine over one pool with one set of TLS settings."""
 
-    def __init__(
-        self,
-        pool: "SimpleConnectionPool | str | None" = None,
-        verify: "bool | str | None" = None,
-        cert: "str | tuple[str, str] | None" = None,
-        drain_bytes: int = 262144,
+    def __new__(
+        cls,
+        pool: SimpleConnectionPool | str | None = None,
+        verify: bool | _StrPath | None = None,
+        cert: _StrPath | tuple[_StrPath, _StrPath] | None = None,
+        drain_bytes: int = ...,  # 262144 (256 KiB)
         drain_timeout: float = 0.5,
         http1: bool = True,
         http2: bool = False,
-    ) -> None: ...
+    ) -> HttpEngine: ...
     def send(
-        self, method: str, scheme: str, host: str, port: Optional[int], target: bytes,
-        headers: list[tuple[bytes, bytes]], body: bytes, timeouts: Timeouts,
-    ) -> PyResponse: ...
+        self, method: str, scheme: str, host: str, port: int | None, target: bytes,
+        headers: list[tuple[bytes, bytes]], body: bytes, timeouts: _Timeouts, connection_id: str | None = None,
+    ) -> PyResponse:
+        """Sends a request and returns its response head, blocking without the GIL."""
     def send_async(
-        self, bridge: LoopBridge, future: Any, method: str, scheme: str, host: str, port: Optional[int],
-        target: bytes, headers: list[tuple[bytes, bytes]], body: bytes, timeouts: Timeouts,
-    ) -> CancelHandle: ...
-    def stats(self) -> tuple[int, int, int, int]: ...
+        self, bridge: LoopBridge, future: _Future, method: str, scheme: str, host: str, port: int | None,
+        target: bytes, headers: list[tuple[bytes, bytes]], body: bytes, timeouts: _Timeouts,
+        connection_id: str | None = None,
+    ) -> CancelHandle:
+        """Sends a request; its PyResponse (or error) is set on `future` through `bridge`."""
+    def stats(self) -> tuple[int, int, int, int]:
+        """Counters: requests, retried, drained, drain_abandoned."""
 
-class PoolSettings(TypedDict):
-    max_connections: int
-    max_connections_per_endpoint: int
-    idle_timeout: Optional[float]
-    max_lifetime: Optional[float]
-    reaper_interval: Optional[float]
+# The connection pool.
 
-class EndpointStats(TypedDict):
-    active: int
-    idle: int
-    total: int
-
-class PoolStats(TypedDict):
-    pool_name: str
-    total_connections: int
-    active_connections: int
-    idle_connections: int
-    waiting_requests: int
-    settings: PoolSettings
-    connections_created: int
-    connections_reused: int
-    connections_closed: dict[str, int]
-    waits: int
-    wait_timeouts: int
-    ignored_returns: int
-    endpoints: dict[str, EndpointStats]
-
+@final
 class ConnectionContext:
     """The context manager returned by ``SimpleConnectionPool.connection()``."""
 
     def __enter__(self) -> str: ...
     def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> bool: ...
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None, /
+    ) -> Literal[False]: ...
 
+@final
 class SimpleConnectionPool:
     """A connection pool shared by every handle with the same name."""
 
-    def __init__(
-        self,
-        pool_name: Optional[str] = "default",
+    def __new__(
+        cls,
+        pool_name: str | None = None,
         *,
         max_connections: int = ...,
         max_connections_per_endpoint: int = ...,
-        idle_timeout: Optional[float] = ...,
-        max_lifetime: Optional[float] = ...,
-        reaper_interval: Optional[float] = ...,
-    ) -> None: ...
+        idle_timeout: float | None = ...,
+        max_lifetime: float | None = ...,
+        reaper_interval: float | None = ...,
+    ) -> SimpleConnectionPool:
+        """Opens the pool named `pool_name` (None: "default"), creating it with these settings."""
     @property
     def pool_name(self) -> str: ...
     @property
-    def settings(self) -> PoolSettings: ...
+    def settings(self) -> _PoolSettings: ...
     def configure(
         self,
         *,
         max_connections: int = ...,
         max_connections_per_endpoint: int = ...,
-        idle_timeout: Optional[float] = ...,
-        max_lifetime: Optional[float] = ...,
-        reaper_interval: Optional[float] = ...,
-    ) -> None: ...
-    def get_connection(self, endpoint: str) -> Optional[str]: ...
-    def acquire(self, endpoint: str, timeout: Optional[float] = None) -> str: ...
-    def connection(self, endpoint: str, timeout: Optional[float] = None) -> ConnectionContext: ...
-    def return_connection(self, connection_id: Optional[str]) -> bool: ...
-    def remove_connection(self, connection_id: Optional[str]) -> bool: ...
-    def health_check(self, connection_id: Optional[str]) -> bool: ...
+        idle_timeout: float | None = ...,
+        max_lifetime: float | None = ...,
+        reaper_interval: float | None = ...,
+    ) -> None:
+        """Changes the given settings in place."""
+    def get_connection(self, endpoint: str) -> str | None:
+        """A connection id, or None when the limits are reached. Never blocks."""
+    def acquire(self, endpoint: str, timeout: float | None = None) -> str:
+        """A connection id, waiting first come first served; PoolTimeout after `timeout`."""
+    def connection(self, endpoint: str, timeout: float | None = None) -> ConnectionContext: ...
+    def return_connection(self, connection_id: str | None) -> bool: ...
+    def remove_connection(self, connection_id: str | None) -> bool: ...
+    def health_check(self, connection_id: str | None) -> bool: ...
+    def connect(self, connection_id: str | None, timeout: float | None = None) -> bool:
+        """Opens the checked-out connection now; False if the id is not checked out."""
     def cleanup(self) -> int: ...
-    def get_stats(self) -> PoolStats: ...
+    def get_stats(self) -> _PoolStats: ...
 
-def get_connection(endpoint: str) -> Optional[str]: ...
-def return_connection(connection_id: Optional[str]) -> bool: ...
-def remove_connection(connection_id: Optional[str]) -> bool: ...
-def health_check_connection(connection_id: Optional[str]) -> bool: ...
+# The same on the pool named "default".
+
+def get_connection(endpoint: str) -> str | None: ...
+def return_connection(connection_id: str | None) -> bool: ...
+def remove_connection(connection_id: str | None) -> bool: ...
+def health_check_connection(connection_id: str | None) -> bool: ...
+def connect_connection(connection_id: str | None, timeout: float | None = None) -> bool: ...
 def cleanup_expired_connections() -> int: ...
-def get_connection_pool_stats() -> PoolStats: ...
-def _reset_after_fork() -> None: ...
+def get_connection_pool_stats() -> _PoolStats: ...
+def _reset_after_fork() -> None:
+    """Called in a forked child: every pool starts empty."""

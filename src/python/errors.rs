@@ -6,21 +6,21 @@ use pyo3::exceptions::{PyException, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 pyo3::create_exception!(
-    fast_litellm,
+    fast_litellm._core,
     PoolTimeout,
     PyTimeoutError,
     "No pooled connection became free before the timeout."
 );
-pyo3::create_exception!(fast_litellm, TransportError, PyException, "An HTTP request failed (the transports raise httpx's classes instead).");
-pyo3::create_exception!(fast_litellm, ConnectError, TransportError, "Connecting failed.");
-pyo3::create_exception!(fast_litellm, ConnectTimeout, TransportError, "Connecting timed out.");
-pyo3::create_exception!(fast_litellm, ReadTimeout, TransportError, "Reading the response timed out.");
-pyo3::create_exception!(fast_litellm, WriteTimeout, TransportError, "Sending the request timed out.");
-pyo3::create_exception!(fast_litellm, ReadError, TransportError, "Reading the response failed.");
-pyo3::create_exception!(fast_litellm, WriteError, TransportError, "Sending the request failed.");
-pyo3::create_exception!(fast_litellm, RemoteProtocolError, TransportError, "The server broke the HTTP protocol.");
-pyo3::create_exception!(fast_litellm, LocalProtocolError, TransportError, "The request cannot be sent as it is.");
-pyo3::create_exception!(fast_litellm, UnsupportedProtocol, TransportError, "The URL's scheme is not http or https.");
+pyo3::create_exception!(fast_litellm._core, TransportError, PyException, "An HTTP request failed (the transports raise httpx's classes instead).");
+pyo3::create_exception!(fast_litellm._core, ConnectError, TransportError, "Connecting failed.");
+pyo3::create_exception!(fast_litellm._core, ConnectTimeout, TransportError, "Connecting timed out.");
+pyo3::create_exception!(fast_litellm._core, ReadTimeout, TransportError, "Reading the response timed out.");
+pyo3::create_exception!(fast_litellm._core, WriteTimeout, TransportError, "Sending the request timed out.");
+pyo3::create_exception!(fast_litellm._core, ReadError, TransportError, "Reading the response failed.");
+pyo3::create_exception!(fast_litellm._core, WriteError, TransportError, "Sending the request failed.");
+pyo3::create_exception!(fast_litellm._core, RemoteProtocolError, TransportError, "The server broke the HTTP protocol.");
+pyo3::create_exception!(fast_litellm._core, LocalProtocolError, TransportError, "The request cannot be sent as it is.");
+pyo3::create_exception!(fast_litellm._core, UnsupportedProtocol, TransportError, "The URL's scheme is not http or https.");
 
 /// The engine's errors, each as the exception named after httpx's class.
 pub fn http_error(e: HttpError) -> PyErr {
