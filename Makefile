@@ -59,7 +59,8 @@ check-wheel: wheel ## build the wheel, install it into a fresh virtualenv, impor
 MATRIX := 3.10 3.13
 
 .PHONY: matrix
-matrix: wheel ## the pytest suite on CPython 3.10 and 3.13, with the wheel from `make wheel`
+matrix: $(VENV)/.deps ## the pytest suite on CPython 3.10 and 3.13, with the wheel from `make wheel`
+	@test -n "$$(ls dist/*.whl 2>/dev/null)" || $(MAKE) wheel
 	@for v in $(MATRIX); do \
 		py=$$(ls -d $$HOME/.pyenv/versions/$$v.*/bin/python$$v 2>/dev/null | tail -n 1); \
 		py=$${py:-$$(command -v python$$v)}; \
