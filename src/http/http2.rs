@@ -286,10 +286,10 @@ impl Streams {
 
     /// Takes a leased HTTP/2 connection out of the pool to carry streams; the first is the
     /// caller's. Any other lease (HTTP/1.1, or not connected yet) comes back as it is.
-    pub(super) fn carry(self: &Arc<Self>, lease: Lease<HttpConn>, new_connection: bool) -> Result<Stream, Lease<HttpConn>> {
+    pub(super) fn carry(self: &Arc<Self>, lease: Lease<HttpConn>, new_connection: bool) -> Carried {
         let conn = match lease.conn().map(|c| &c.sender) {
             Some(Sender::Http2(conn)) => conn.clone(),
-            _ => return Err(lease),
+            _ => return Carried::Not(lease),
         };
         let key = {
             let mut lent = self.lent.lock();
@@ -300,7 +300,7 @@ impl Streams {
             key
         };
         self.changed.notify_waiters();
-        Ok(Stream { streams: self.clone(), key, conn, new_connection })
+        Carried::Stream(Stream { streams: self.clone(), key, conn, new_connection })
     }
 
     /// A connection is being opened by a client that offers HTTP/2: others may wait for it.
@@ -334,6 +334,14 @@ impl Streams {
             carrier.conn.close();
         }
     }
+}
+
+/// What [`Streams::carry`] made of a lease.
+pub(super) enum Carried {
+    /// An HTTP/2 connection, now carrying the caller's stream.
+    Stream(Stream),
+    /// Not an HTTP/2 connection (HTTP/1.1, or not connected yet): the lease as it was.
+    Not(Lease<HttpConn>),
 }
 
 /// An open connection counted under its protocol, until dropped.

@@ -224,7 +224,7 @@ impl Client {
     /// Opens the connection of a lease lent from its id, unless it is open (one the peer closed
     /// meanwhile is closed and opened again: nothing was sent on it). Says whether it opened one.
     pub async fn open_held(&self, mut lease: Lease<HttpConn>, timeouts: &Timeouts) -> Result<(Lease<HttpConn>, bool), HttpError> {
-        if lease.conn().is_some_and(|c| crate::pool::Connection::is_open(c)) {
+        if lease.conn().is_some_and(crate::pool::Connection::is_open) {
             return Ok((lease, false));
         }
         drop(lease.take_conn());
@@ -247,8 +247,8 @@ impl Client {
             false => checkout(pool, route, request.timeouts.pool).await?,
         };
         let mut lease = match streams.carry(lease, false) {
-            Ok(stream) => return Ok(Conn::Http2(stream)),
-            Err(lease) => lease,
+            http2::Carried::Stream(stream) => return Ok(Conn::Http2(stream)),
+            http2::Carried::Not(lease) => lease,
         };
         if lease.conn().is_some() {
             return Ok(Conn::Http1(InFlight::Lease(Some(lease)), false));
@@ -263,8 +263,8 @@ impl Client {
             }
         }
         match streams.carry(lease, true) {
-            Ok(stream) => Ok(Conn::Http2(stream)),
-            Err(lease) => {
+            http2::Carried::Stream(stream) => Ok(Conn::Http2(stream)),
+            http2::Carried::Not(lease) => {
                 if offers_http2 {
                     streams.speaks_http1();
                 }
