@@ -15,6 +15,33 @@ BODY = ('{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,
         '"content":"Hello!"},"finish_reason":"stop"}],'
         '"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}')
 
+# Over TLS, HTTP/2 offered by ALPN next to HTTP/1.1 (nginx 1.22: `listen ... ssl http2`), with
+# the stream limit of the issue's measurements; /nginx_status counts the connections accepted.
+TLS_SERVER = """
+    http2_max_concurrent_streams {streams};
+    server {{
+        listen 127.0.0.1:{tls_port} ssl http2 backlog=4096;
+        ssl_certificate {dir}/server.pem;
+        ssl_certificate_key {dir}/server.pem;
+        ssl_session_cache shared:SSL:1m;
+        location = /nginx_status {{ stub_status; }}
+        location /sse {{
+            default_type text/event-stream;
+            return 200 '{sse}';
+        }}
+        location / {{
+            default_type application/json;
+            return 200 '{body}';
+        }}
+    }}
+"""
+
+# An OpenAI-style event stream: 20 chunks of one token each, then [DONE].
+SSE = "".join(
+    'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","choices":[{"index":0,'
+    f'"delta":{{"content":"t{i} "}},"finish_reason":null}}]}}\n\n' for i in range(20)
+) + "data: [DONE]\n\n"
+
 CONFIG = """
 worker_processes 1;
 daemon off;
@@ -37,6 +64,7 @@ http {{
             return 200 '{body}';
         }}
     }}
+{tls_server}
 }}
 """
 
@@ -54,14 +82,28 @@ def free_port() -> int:
 
 
 class Nginx:
-    def __init__(self):
+    """``tls_streams``: also serve TLS (HTTP/2 and HTTP/1.1) on ``tls_url`` with that stream limit,
+    certificates from a throw-away CA (``ca_file``)."""
+
+    def __init__(self, tls_streams: int | None = None):
         binary = nginx_binary()
         if binary is None:
             raise RuntimeError("nginx is not installed")
         self.dir = tempfile.mkdtemp(prefix="fast-litellm-nginx-")
         self.port = free_port()
+        tls_server = ""
+        if tls_streams is not None:
+            import trustme
+
+            ca = trustme.CA()
+            ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(f"{self.dir}/server.pem")
+            self.ca_file = f"{self.dir}/ca.pem"
+            ca.cert_pem.write_to_path(self.ca_file)
+            self.tls_port = free_port()
+            self.tls_base = f"https://127.0.0.1:{self.tls_port}"
+            tls_server = TLS_SERVER.format(dir=self.dir, tls_port=self.tls_port, streams=tls_streams, body=BODY, sse=SSE)
         conf = Path(self.dir) / "nginx.conf"
-        conf.write_text(CONFIG.format(dir=self.dir, port=self.port, body=BODY))
+        conf.write_text(CONFIG.format(dir=self.dir, port=self.port, body=BODY, tls_server=tls_server))
         self.process = subprocess.Popen([binary, "-c", str(conf), "-p", self.dir],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -75,6 +117,20 @@ class Nginx:
                     raise RuntimeError("nginx did not start")
                 time.sleep(0.05)
         self.url = f"http://127.0.0.1:{self.port}/v1/chat/completions"
+
+    @staticmethod
+    def status_reader(tls_base: str, ca_file: str):
+        """A function giving the connections nginx accepted so far (its stub_status)."""
+        import ssl
+        import urllib.request
+
+        context = ssl.create_default_context(cafile=ca_file)
+
+        def accepted() -> int:
+            with urllib.request.urlopen(f"{tls_base}/nginx_status", context=context, timeout=10) as r:
+                return int(r.read().decode().splitlines()[2].split()[0])
+
+        return accepted
 
     def close(self):
         self.process.terminate()

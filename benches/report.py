@@ -102,7 +102,7 @@ def _chart_name(section: str) -> str:
 
 
 def transport_lines(transports: list, server_note: str) -> list[str]:
-    rows = [t for t in transports if t[0] != "litellm"]
+    rows = [t for t in transports if t[0] not in ("litellm", "http2")]
     if not rows:
         return []
     ours = {(m, c): f["rps"] for m, c, t, f in rows if t == "fast_litellm"}
@@ -126,6 +126,32 @@ def transport_lines(transports: list, server_note: str) -> list[str]:
     _bar_chart(DOCS / "bench-transports.png", "HTTP transports through httpx, requests/s, higher is better\n"
                "(÷N under a bar: fast_litellm is N times faster)", groups, series, "requests per second", labels)
     return lines + ["", "![HTTP transports](bench-transports.png)", ""]
+
+
+def http2_lines(transports: list) -> list[str]:
+    rows = [t for t in transports if t[0] == "http2"]
+    if not rows:
+        return []
+    ours = {c: f for _, c, t, f in rows if t == "fast_litellm, HTTP/2"}
+    lines = ["## HTTP/2 over TLS", "",
+             "nginx from Debian over TLS (ALPN offers h2 and http/1.1; `http2_max_concurrent_streams 128`), "
+             "async through `httpx.AsyncClient`. Each transport in processes of its own, alternating; medians "
+             "of those processes. The Python HTTP/2 stacks and aiohttp run a third of the requests. Connections "
+             "are the ones nginx accepted during the run (its stub_status), warm-up included. CPU is the whole "
+             "client process per request. The last column is fast_litellm HTTP/2's requests/s divided by the row's.",
+             "", "| case | transport | protocol | requests/s | p50 ms | p99 ms | CPU ms/request | connections | "
+             "fast_litellm HTTP/2 is |", "|---|---|---|---|---|---|---|---|---|"]
+    for _, case, transport, f in rows:
+        lines.append(f"| {case} | {transport} | {f['versions']} | {f['rps']:.0f} | {f['p50_ms']:.1f} | "
+                     f"{f['p99_ms']:.1f} | {f['cpu_ms_per_request']:.3f} | {f['connections']:.0f} | "
+                     f"{_ratio(ours[case]['rps'], f['rps'])} |")
+    groups = list(dict.fromkeys(c for _, c, _, _ in rows))
+    names = list(dict.fromkeys(t for _, _, t, _ in rows))
+    series = {n: [next((f["rps"] for _, c, t, f in rows if t == n and c == g), float("nan")) for g in groups] for n in names}
+    labels = {n: [f"{v:.0f}" for v in series[n]] for n in names}
+    _bar_chart(DOCS / "bench-http2.png", "HTTP/2 over TLS, requests/s, higher is better", groups, series,
+               "requests per second", labels)
+    return lines + ["", "![HTTP/2 over TLS](bench-http2.png)", ""]
 
 
 def litellm_lines(transports: list) -> list[str]:
@@ -175,6 +201,7 @@ def write(results: list, transports: list, server_note: str) -> Path:
              "ratios within a table, not absolute figures across runs.", ""]
     lines += pool_lines(results)
     lines += transport_lines(transports, server_note)
+    lines += http2_lines(transports)
     lines += litellm_lines(transports)
     report = DOCS / "benchmarks.md"
     report.write_text("\n".join(lines))
