@@ -12,6 +12,7 @@ import report  # noqa: E402
 
 RESULTS = []  # (section, implementation, case, median µs, iqr µs)
 TRANSPORTS = []  # (mode, case, transport, {rps, p50_ms, p99_ms, cpu_ms_per_request, requests, ...})
+PROXY = []  # (phase, proxy, {rps, p50_ms, p99_ms, outcomes, connections, ...})
 SERVER = {"note": "nginx from Debian (worker_processes 1), answering every request with a ~250-byte JSON body"}
 
 
@@ -40,12 +41,24 @@ def record_transport():
     return add
 
 
+@pytest.fixture
+def record_proxy():
+    def add(phase, proxy, figures):
+        PROXY.append((phase, proxy, figures))
+    return add
+
+
 @pytest.fixture(scope="session")
 def server_note():
     return SERVER
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if (RESULTS or TRANSPORTS) and exitstatus == 0:
-        path = report.write(RESULTS, TRANSPORTS, SERVER["note"])
+    if exitstatus != 0:
+        return
+    if RESULTS or TRANSPORTS:
+        path = report.write(RESULTS, TRANSPORTS, SERVER["note"], PROXY)
         print(f"\nwrote {path.relative_to(report.ROOT)} and its charts")
+    elif PROXY:  # the proxy benchmark alone: only its own section of the existing report changes
+        path = report.replace_proxy_section(PROXY)
+        print(f"\nreplaced the LiteLLM Proxy section of {path.relative_to(report.ROOT)}")

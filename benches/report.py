@@ -193,7 +193,66 @@ def litellm_lines(transports: list) -> list[str]:
     return lines + ["", "![Connections opened](bench-connections.png)", ""]
 
 
-def write(results: list, transports: list, server_note: str) -> Path:
+PROXY_SECTION = "## LiteLLM Proxy under load and faults"
+
+
+def proxy_lines(proxy: list) -> list[str]:
+    """benches/test_litellm_proxy.py: (phase, proxy, figures) rows."""
+    if not proxy:
+        return []
+    requests = sorted({int(f["requests"]) for _, _, f in proxy})
+    lines = [PROXY_SECTION, "",
+             "`litellm --config … --num_workers 2` with the config of docs/litellm-proxy.md (callbacks "
+             "`fast_litellm.proxy.callback` and `prometheus`, master key), plain (`FAST_LITELLM_DISABLE=1`) and with "
+             "fast_litellm, both started once in front of the same bundled backend on 127.0.0.1, which counts the "
+             "connections it accepts, both with `AIOHTTP_KEEPALIVE_TIMEOUT=300` (aiohttp's idle timeout, which "
+             "fast_litellm takes too; 15 s by default, shorter than the other proxy's turn). Each phase runs against one proxy at a time, in two halves per proxy "
+             "alternating plain/fast (ABBA, the order flipped from one phase to the next); "
+             f"{'/'.join(str(n) for n in requests)} requests per phase and proxy at concurrency 64 from a separate "
+             "load process (httpx.AsyncClient, httpx's own transport, the master key), after a warm-up of 128. "
+             "Faults: the backend answers 30% of model requests 429 (OpenAI-style body, connection kept) and "
+             "stops 10% of the remaining streams in the middle of an event (FIN, no last chunk); every other "
+             "request streams. Latency is client side, over every request, failed ones included.", "",
+             "Both run at about the proxy's own speed: its Python (about 10 ms of CPU a request on this "
+             "machine, two workers on two cores shared with the backend and the load client) is the bottleneck, "
+             "not the HTTP client behind it, so requests/s are about equal by construction. The point of this "
+             "table is what the pool changes behind the proxy: backend connections opened, errors seen by "
+             "clients, and tail latency.", "",
+             "| phase | proxy | requests | requests/s (each half) | p50 ms | p99 ms | errors seen by clients | "
+             "backend connections opened | backend requests (429s, streams cut) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for phase, name, f in proxy:
+        errors = ", ".join(f"{k}: {v}" for k, v in sorted(f["outcomes"].items()) if k != "ok") or "none"
+        faults = f" ({f['backend_429']} 429s, {f['backend_cut']} cut)" if f["backend_429"] or f["backend_cut"] else ""
+        halves = f" ({', '.join(f'{x:.0f}' for x in f['rounds_rps'])})" if f.get("rounds_rps") else ""
+        lines.append(f"| {phase} | {name} | {f['requests']} | {f['rps']:.0f}{halves} | {f['p50_ms']:.0f} | {f['p99_ms']:.0f} | "
+                     f"{errors} | {f['connections']} | {f['backend_requests']}{faults} |")
+    return lines + [""]
+
+
+def replace_proxy_section(proxy: list) -> Path:
+    """Puts proxy_lines() into the existing docs/benchmarks.md in place of its previous version (or
+    after the LiteLLM sections when there is none), leaving every other byte as it was: what
+    write() would have made of that section."""
+    report = DOCS / "benchmarks.md"
+    text = report.read_text()
+    start = text.find(PROXY_SECTION + "\n")
+    if start < 0:  # not there yet: after the last LiteLLM section, before whatever follows it
+        anchor = max(text.find("## Connections opened"), text.find("## LiteLLM end to end"))
+        following = text.find("\n## ", anchor) if anchor >= 0 else -1
+        start = end = following + 1 if following >= 0 else len(text)
+    else:
+        following = text.find("\n## ", start)
+        end = following + 1 if following >= 0 else len(text)
+    before, after = text[:start], text[end:]
+    if not after:
+        before = before.rstrip("\n") + "\n\n"
+    section = "\n".join(proxy_lines(proxy)) + ("\n" if after else "")
+    report.write_text(before + section + after)
+    return report
+
+
+def write(results: list, transports: list, server_note: str, proxy: list = ()) -> Path:
     DOCS.mkdir(exist_ok=True)
     lines = ["# Benchmarks", "", f"Machine: {machine()}.", "",
              "Every figure below was measured in the same run (`make bench`); ratios compare rows of that "
@@ -203,6 +262,7 @@ def write(results: list, transports: list, server_note: str) -> Path:
     lines += transport_lines(transports, server_note)
     lines += http2_lines(transports)
     lines += litellm_lines(transports)
+    lines += proxy_lines(list(proxy))
     report = DOCS / "benchmarks.md"
     report.write_text("\n".join(lines))
     return report

@@ -5,6 +5,7 @@ runs LiteLLM against LLMServer; the tests use both classes."""
 from __future__ import annotations
 
 import json
+import random
 import socket
 import ssl
 import struct
@@ -220,13 +221,53 @@ def _sse(events):
 class LLMServer(Server):
     """An OpenAI-compatible (/v1/chat/completions) and Anthropic-compatible (/v1/messages)
     server: JSON answers, or chunked server-sent events when the request asks to stream. The
-    reply echoes the last user message, so each response can be checked."""
+    reply echoes the last user message, so each response can be checked.
+
+    Faults, off by default (attributes, so they can be changed while it serves):
+    `rate_limit`: the share of model requests answered 429 with an OpenAI-style error body
+    (the connection stays open); `cut_streams`: the share of the other streaming requests whose
+    event stream stops in the middle of an event (FIN, no last chunk). Drawn from a random
+    generator seeded with `seed`; `rate_limited` and `streams_cut` count what was done."""
+
+    def __init__(self, *args, rate_limit: float = 0.0, cut_streams: float = 0.0, seed: int = 0, **kwargs):
+        self.rate_limit = rate_limit
+        self.cut_streams = cut_streams
+        self.rate_limited = 0
+        self.streams_cut = 0
+        self._random = random.Random(seed)
+        super().__init__(*args, **kwargs)
+
+    def _fault(self, stream: bool) -> str | None:
+        if not (self.rate_limit or self.cut_streams):
+            return None
+        with self.lock:
+            if self._random.random() < self.rate_limit:
+                self.rate_limited += 1
+                return "429"
+            if stream and self._random.random() < self.cut_streams:
+                self.streams_cut += 1
+                return "cut"
+        return None
 
     def _respond(self, conn, method, target, headers, body):
         path = urlsplit(target).path
         if method != "POST" or path not in ("/v1/chat/completions", "/v1/messages"):
             return super()._respond(conn, method, target, headers, body)
         request = json.loads(body)
+        fault = self._fault(bool(request.get("stream")))
+        if fault == "429":
+            data = json.dumps({"error": {"message": "Rate limit reached (local test server)", "type": "rate_limit_error",
+                                         "param": None, "code": "rate_limit_exceeded"}}).encode()
+            conn.sendall(f"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+            return True
+        if fault == "cut":
+            event = _sse([{"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": request["model"],
+                           "choices": [{"index": 0, "delta": {"role": "assistant", "content": "echo: "},
+                                        "finish_reason": None}]}])[0] + b'data: {"id": "c1", "obj'
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         + f"{len(event):x}\r\n".encode() + event + b"\r\n")
+            return False  # closes the connection: FIN in the middle of the body
         prompt = request["messages"][-1]["content"]
         if isinstance(prompt, list):
             prompt = "".join(part.get("text", "") for part in prompt)
