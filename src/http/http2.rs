@@ -192,6 +192,8 @@ async fn sleep_or_never(interval: Option<Duration>) {
 /// endpoint's slots).
 #[derive(Default)]
 pub struct Streams {
+    /// Lock order: taken inside the pool's locks (stats read it under the endpoint map), so no
+    /// pool lock is ever taken under it: leases that end here are dropped after it is released.
     lent: Mutex<Lent>,
     /// Signalled whenever a stream may have become available: a stream ended, a connection's
     /// settings arrived, a connection opened, failed or closed.
@@ -268,6 +270,8 @@ impl Streams {
         self.changed.notified()
     }
 
+    /// A stream on the first connection with room; else wait if connections being opened (or
+    /// whose limit is not known yet) will likely take this request too; else the pool.
     pub(super) fn next(self: &Arc<Self>) -> Next {
         let mut lent = self.lent.lock();
         if let Some(carrier) = lent.conns.iter_mut().find(|c| c.conn.room(c.in_use)) {
