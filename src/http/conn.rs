@@ -331,43 +331,33 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> R
     };
     let activity = Arc::new(Activity::default());
     activity.touch();
-    let fork_generation = super::runtime::fork_generation();
-    let tls = endpoint.scheme() == Scheme::Https;
-    if http2 {
-        let io = Tracked { inner: stream, activity: activity.clone() };
+    let io = Tracked { inner: stream, activity: activity.clone() };
+    let (sender, driver, version) = if http2 {
         let (conn, driver) = http2::handshake(io, dialer.keep_alive, streams.clone()).await?;
-        return Ok(HttpConn {
-            sender: Sender::Http2(conn),
-            activity,
-            driver,
-            socket,
-            fork_generation,
-            tls,
-            reuse_until: AtomicU64::new(0),
-            _counted: streams.count(http::Version::HTTP_2),
-        });
-    }
-    let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
-    let (sender, connection) = http1::Builder::new()
-        .max_headers(MAX_FIELDS)
-        .max_header_size(MAX_HEAD_SIZE)
-        .allow_obsolete_multiline_headers_in_responses(true)
-        .handshake::<_, RequestBody>(io)
-        .await
-        .map_err(|e| HttpError::Connect(format!("HTTP handshake failed: {e}")))?;
-    let driver = tokio::spawn(async move {
-        // Errors surface to the request through the sender; nothing to do with them here.
-        let _ = connection.await;
-    })
-    .abort_handle();
+        (Sender::Http2(conn), driver, http::Version::HTTP_2)
+    } else {
+        let (sender, connection) = http1::Builder::new()
+            .max_headers(MAX_FIELDS)
+            .max_header_size(MAX_HEAD_SIZE)
+            .allow_obsolete_multiline_headers_in_responses(true)
+            .handshake::<_, RequestBody>(TokioIo::new(io))
+            .await
+            .map_err(|e| HttpError::Connect(format!("HTTP handshake failed: {e}")))?;
+        let driver = tokio::spawn(async move {
+            // Errors surface to the request through the sender; nothing to do with them here.
+            let _ = connection.await;
+        })
+        .abort_handle();
+        (Sender::Http1(sender), driver, http::Version::HTTP_11)
+    };
     Ok(HttpConn {
-        sender: Sender::Http1(sender),
+        sender,
         activity,
         driver,
         socket,
-        fork_generation,
-        tls,
+        fork_generation: super::runtime::fork_generation(),
+        tls: endpoint.scheme() == Scheme::Https,
         reuse_until: AtomicU64::new(0),
-        _counted: streams.count(http::Version::HTTP_11),
+        _counted: streams.count(version),
     })
 }
