@@ -1,6 +1,6 @@
-"""The bundled local servers: HTTP/1.1 on 127.0.0.1, written on raw sockets so that every byte
-and every close is under control, and every connection and request is counted. `make demo`
-runs LiteLLM against LLMServer; the tests use both classes."""
+"""The bundled local servers: HTTP/1.1 on 127.0.0.1 (over TLS when asked), written on raw sockets
+so that every byte and every close is under control, and every connection, TLS handshake and
+request is counted. `make demo` runs LiteLLM against LLMServer; the tests use both classes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,22 @@ import ssl
 import struct
 import threading
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+
+def throwaway_tls(directory: str | Path) -> tuple[ssl.SSLContext, str]:
+    """A server context with a certificate for 127.0.0.1 from a new throw-away CA, and the path
+    of that CA's PEM file (written into `directory`), for clients to trust as SSL_CERT_FILE.
+    Needs `trustme` (a test dependency): ImportError without it."""
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # TLS 1.3 session tickets on: OpenSSL's default
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    ca_path = str(Path(directory) / "ca.pem")
+    ca.cert_pem.write_to_path(ca_path)
+    return context, ca_path
 
 
 class Server:
@@ -33,6 +48,8 @@ class Server:
 
     `close_idle_after`: seconds after which an idle keep-alive connection is closed.
     `close_every`: close the connection silently after that many responses (no header).
+    With `tls` (see `throwaway_tls`), `tls_handshakes_full` and `tls_handshakes_resumed` count
+    the handshakes that completed, by whether the client resumed an earlier session.
     """
 
     def __init__(self, tls: ssl.SSLContext | None = None, close_idle_after: float | None = None,
@@ -45,6 +62,8 @@ class Server:
         self.open_connections = 0
         self.max_open_connections = 0
         self.requests = 0
+        self.tls_handshakes_full = 0
+        self.tls_handshakes_resumed = 0
         self.errors: list[str] = []
         self._sock = socket.socket()
         try:
@@ -105,7 +124,15 @@ class Server:
             self.max_open_connections = max(self.max_open_connections, self.open_connections)
         try:
             if self.tls:
-                conn = self.tls.wrap_socket(conn, server_side=True)
+                tls_conn = self.tls.wrap_socket(conn, server_side=True)  # the handshake happens here
+                with self.lock:
+                    self._conns.discard(conn)  # detached by wrap_socket: close() reaches tls_conn
+                    self._conns.add(tls_conn)
+                    conn = tls_conn
+                    if conn.session_reused:
+                        self.tls_handshakes_resumed += 1
+                    else:
+                        self.tls_handshakes_full += 1
             self._serve_requests(conn)
         except (OSError, ssl.SSLError, ValueError):
             pass
