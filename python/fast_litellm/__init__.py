@@ -27,6 +27,7 @@ from fast_litellm import _core
 from fast_litellm._loops import forget_bridges
 from fast_litellm._transport import CONNECTION_ID, AsyncHTTPTransport, HTTPTransport
 from fast_litellm._litellm import install, status, uninstall
+from fast_litellm._prewarm import aprewarm, prewarm, start_from_environment as _prewarm_from_environment
 
 __all__ = [
     "AsyncHTTPTransport",
@@ -43,7 +44,9 @@ __all__ = [
     "get_connection",
     "get_connection_pool_stats",
     "health_check_connection",
+    "aprewarm",
     "install",
+    "prewarm",
     "remove_connection",
     "return_connection",
     "status",
@@ -62,4 +65,5 @@ _os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # The promise of the package: imported before (or after) litellm, LiteLLM's HTTP traffic goes
 # through the Rust pool. FAST_LITELLM_DISABLE=1 opts out; uninstall() undoes it.
-install()
+if install():
+    _prewarm_from_environment()

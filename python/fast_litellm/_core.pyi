@@ -55,6 +55,11 @@ class _PoolSettings(TypedDict):
     max_lifetime: float | None
     reaper_interval: float | None
 
+class _Histogram(TypedDict):
+    buckets: list[tuple[float, int]]  # (upper bound in seconds, cumulative count); the last is inf
+    sum: float  # seconds
+    count: int
+
 class _EndpointStats(TypedDict):
     active: int
     idle: int
@@ -62,6 +67,9 @@ class _EndpointStats(TypedDict):
     http1_connections: int
     http2_connections: int
     streams_in_use: int
+    tls_handshakes_full: int
+    tls_handshakes_resumed: int
+    connect_seconds: _Histogram  # successful opens: name lookup to ready for requests
 
 class _PoolStats(TypedDict):
     pool_name: str
@@ -76,6 +84,7 @@ class _PoolStats(TypedDict):
     waits: int
     wait_timeouts: int
     ignored_returns: int
+    wait_seconds: _Histogram  # time queued, by the checkouts that queued
     endpoints: dict[str, _EndpointStats]  # by origin
 
 # Exceptions.
@@ -154,6 +163,7 @@ class HttpEngine:
         drain_timeout: float = 0.5,
         http1: bool = True,
         http2: bool = False,
+        local_address: str | None = None,
     ) -> HttpEngine: ...
     def send(
         self, method: str, scheme: str, host: str, port: int | None, target: bytes,
@@ -166,6 +176,15 @@ class HttpEngine:
         connection_id: str | None = None,
     ) -> CancelHandle:
         """Sends a request; its PyResponse (or error) is set on `future` through `bridge`."""
+    def prewarm(
+        self, scheme: str, host: str, port: int | None, connections: int, timeout: float | None
+    ) -> tuple[int, str | None]:
+        """Opens connections ahead of need, blocking without the GIL: (ready, first error)."""
+    def prewarm_async(
+        self, bridge: LoopBridge, future: _Future, scheme: str, host: str, port: int | None, connections: int,
+        timeout: float | None,
+    ) -> CancelHandle:
+        """`prewarm` on the runtime; (ready, first error) is set on `future` through `bridge`."""
     def stats(self) -> tuple[int, int, int, int]:
         """Counters: requests, retried, drained, drain_abandoned."""
 
@@ -231,5 +250,15 @@ def health_check_connection(connection_id: str | None) -> bool: ...
 def connect_connection(connection_id: str | None, timeout: float | None = None) -> bool: ...
 def cleanup_expired_connections() -> int: ...
 def get_connection_pool_stats() -> _PoolStats: ...
+def pool_names() -> list[str]:
+    """The names of the pools made so far in this process."""
+
+class _DnsCacheStats(TypedDict):
+    ttl: float | None
+    lookups: int
+
+def configure_dns_cache(ttl: float | None) -> None:
+    """How long name lookups are kept, process-wide (0 or None: not kept; default 300 s)."""
+def get_dns_cache_stats() -> _DnsCacheStats: ...
 def _reset_after_fork() -> None:
     """Called in a forked child: every pool starts empty."""

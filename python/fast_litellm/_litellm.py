@@ -12,8 +12,8 @@ LiteLLM's own settings are read when LiteLLM makes a client or transport (the fa
 what LiteLLM resolved: TLS verification, CA bundle, client certificate, HTTP/2, limits), and
 for the shared openai clients when a request is sent (LiteLLM has no "client made" moment
 there). What the transports cannot do as LiteLLM would (an ``ssl.SSLContext`` of the user's
-own or with LiteLLM's cipher / curve settings, ``litellm.force_ipv4``) is handed to LiteLLM's
-own transport, and counted (``status()["handed_to_litellm"]``).
+own or with LiteLLM's cipher / curve settings) is handed to LiteLLM's own transport, and counted
+(``status()["handed_to_litellm"]``).
 
 Imported before ``litellm``, the hooks go in while LiteLLM loads (a ``sys.meta_path`` finder),
 so the handlers LiteLLM builds during its import use them too. Imported after, they go in at
@@ -48,6 +48,7 @@ HANDLER_MODULE = "litellm.llms.custom_httpx.http_handler"
 TESTED_LITELLM = "1.110.2"
 TESTED_LITELLM_RANGE = ("1.110.2", "1.110.2")
 DEFAULT_POOL = "default"
+IPV4_LOCAL_ADDRESS = "0.0.0.0"
 _MISSING = object()
 # LiteLLM's module-level clients, made lazily by ``litellm.__getattr__`` (1.110) on first use.
 _MODULE_LEVEL_CLIENTS = ("module_level_client", "module_level_aclient")
@@ -93,6 +94,7 @@ class _Plan(NamedTuple):
     cert: Any = None
     http2: bool = False
     pool: Optional[str] = None
+    local_address: Optional[str] = None
     fallback: Optional[str] = None
 
 
@@ -144,8 +146,6 @@ def _resolve_verify(litellm: Any, ssl_verify: Any) -> Any:
 
 def _plan(litellm: Any, verify: Any, cert: Any, http2: bool, pool: Optional[str] = None) -> _Plan:
     """The plan for one resolved setting of LiteLLM's (``verify``: bool, CA path or context)."""
-    if _litellm_value(litellm, "force_ipv4") is True:
-        return _Plan(fallback="force_ipv4")
     if verify is not False:
         reason = _cipher_settings(litellm)
         if reason is not None:
@@ -154,7 +154,9 @@ def _plan(litellm: Any, verify: Any, cert: Any, http2: bool, pool: Optional[str]
         return _Plan(fallback="ssl_context")
     if not isinstance(verify, (bool, str)):
         return _Plan(fallback="ssl_verify_type")
-    return _Plan(verify=verify, cert=cert or None, http2=bool(http2), pool=pool)
+    # LiteLLM's force_ipv4 binds httpx's sockets to 0.0.0.0 (local_address): so do we.
+    local_address = IPV4_LOCAL_ADDRESS if _litellm_value(litellm, "force_ipv4") is True else None
+    return _Plan(verify=verify, cert=cert or None, http2=bool(http2), pool=pool, local_address=local_address)
 
 
 def _from_ssl_config(handler_module: Any, litellm: Any, ssl_config: Any) -> Any:
@@ -231,6 +233,10 @@ def _pool_settings_from_litellm_env() -> dict:
     keepalive = number("AIOHTTP_KEEPALIVE_TIMEOUT", float)
     if keepalive is not None and keepalive > 0 and "FAST_LITELLM_IDLE_TIMEOUT" not in os.environ:
         settings["idle_timeout"] = keepalive
+    # Process-wide, like the lookups themselves (the engine's default is LiteLLM's, 300 s).
+    dns_ttl = number("AIOHTTP_TTL_DNS_CACHE", float)
+    if dns_ttl is not None and dns_ttl >= 0:
+        settings["dns_cache_ttl"] = dns_ttl
     return settings
 
 
@@ -258,20 +264,22 @@ class _Integration:
         self.hooks: dict[str, str] = {}
         self.warnings: list[str] = []
         self.warned_version = False
-        # (kind, verify, cert, http2, pool) -> transport; kept after uninstall for the counters.
+        # (kind, verify, cert, http2, pool, local_address) -> transport; kept after uninstall for
+        # the counters.
         self.transports: dict[tuple, Any] = {}
         self.transport_pools: dict[int, str] = {}  # id(transport) -> its pool's name
         self.limits_pools: dict[tuple, str] = {}
         self.plans: dict[tuple, _Plan] = {}  # _settings_key -> plan, for the openai clients
         self.pool_settings: dict = {}
         self.pool_settings_before: dict = {}
+        self.dns_ttl_before: Optional[float] = None
         self.fallback_transports: dict[str, int] = {}
         self.fallback_requests: dict[str, int] = {}
         self.counter_lock = threading.Lock()
 
     def transport(self, kind: str, plan: _Plan) -> Any:
         cert = tuple(plan.cert) if isinstance(plan.cert, list) else plan.cert
-        key = (kind, plan.verify, cert, plan.http2, plan.pool)
+        key = (kind, plan.verify, cert, plan.http2, plan.pool, plan.local_address)
         transport = self.transports.get(key)
         if transport is not None:
             return transport
@@ -279,7 +287,8 @@ class _Integration:
             transport = self.transports.get(key)
             if transport is None:
                 cls = HTTPTransport if kind == "sync" else AsyncHTTPTransport
-                transport = cls(plan.pool, verify=plan.verify, cert=plan.cert, http2=plan.http2)
+                transport = cls(plan.pool, verify=plan.verify, cert=plan.cert, http2=plan.http2,
+                                local_address=plan.local_address)
                 self.transports[key] = transport
                 self.transport_pools[id(transport)] = plan.pool or DEFAULT_POOL
             return transport
@@ -343,7 +352,7 @@ class _Fallbacks:
         cert = _client_cert(litellm)
         options: dict = {"verify": verify, "cert": cert, "http2": _http2_enabled(litellm), "trust_env": True}
         if _litellm_value(litellm, "force_ipv4") is True:
-            options["transport_local_address"] = "0.0.0.0"
+            options["transport_local_address"] = IPV4_LOCAL_ADDRESS
         return options
 
     @staticmethod
@@ -523,17 +532,24 @@ def _shared_clients() -> tuple:
 
 def _apply_pool_settings() -> None:
     _state.pool_settings = _pool_settings_from_litellm_env()
-    if _state.pool_settings:
+    pool_settings = dict(_state.pool_settings)
+    dns_ttl = pool_settings.pop("dns_cache_ttl", None)
+    if dns_ttl is not None:
+        _state.dns_ttl_before = _core.get_dns_cache_stats()["ttl"]
+        _core.configure_dns_cache(dns_ttl)
+    if pool_settings:
         pool = _core.SimpleConnectionPool()
         before = pool.settings
-        _state.pool_settings_before = {k: before[k] for k in _state.pool_settings}
-        pool.configure(**_state.pool_settings)
+        _state.pool_settings_before = {k: before[k] for k in pool_settings}
+        pool.configure(**pool_settings)
 
 
 def _restore_pool_settings() -> None:
     if _state.pool_settings_before:
         _core.SimpleConnectionPool().configure(**_state.pool_settings_before)
     _state.pool_settings_before = {}
+    if "dns_cache_ttl" in _state.pool_settings:
+        _core.configure_dns_cache(_state.dns_ttl_before)
 
 
 def _litellm_loaded() -> Any:

@@ -55,8 +55,17 @@ COUNTERS = {
     "drains": ("Response bodies closed early: read to the end in the background (drained) so the "
                "connection is reused, or not (the connection is closed).", ("pool", "result")),
     "proxied_requests": ("Requests sent through an HTTP proxy (httpx's transport for it).", ("pool",)),
+    "tls_handshakes": ("TLS handshakes of new connections, by kind: full, or resumed (a session the "
+                       "server gave out on an earlier connection: one round trip and no certificate "
+                       "check saved).", ("pool", "endpoint", "kind")),
     "handed_to_litellm": ("Transports made, and requests sent, by LiteLLM's own code because its "
                           "settings ask for what fast_litellm cannot do, by reason.", ("kind", "reason")),
+}
+HISTOGRAMS = {
+    "connect_duration_seconds": ("Time to open a connection: name lookup, TCP, TLS and HTTP handshakes "
+                                 "(connections opened successfully).", ("pool", "endpoint")),
+    "pool_wait_duration_seconds": ("Time requests spent queued for a connection (those that queued: "
+                                   "the pool was at a limit).", ("pool",)),
 }
 # Multiprocess aggregation of each gauge across workers.
 GAUGE_MODES = {"pool_max_connections": "livemax", "pool_max_connections_per_endpoint": "livemax",
@@ -91,12 +100,15 @@ def _pool_stats(name: str) -> Optional[dict]:
 
 
 def samples() -> Iterator[tuple[str, tuple, float]]:
-    """(name without prefix, label values, value) for every series, read now."""
+    """(name without prefix, label values, value) for every series, read now. A histogram's value
+    is the pool's dict: cumulative ``buckets`` [(upper bound, count)], ``sum``, ``count``."""
     from fast_litellm import _litellm
 
     state = _litellm._state
     yield "installed", (), 1.0 if state.installed else 0.0
-    for pool in state.pool_names():
+    # Every pool of the process: the hooks' and any made directly (SimpleConnectionPool, transports).
+    pools = sorted(set(state.pool_names()) | set(_core.pool_names()))
+    for pool in pools:
         stats = _pool_stats(pool)
         if stats is None:
             continue
@@ -106,6 +118,10 @@ def samples() -> Iterator[tuple[str, tuple, float]]:
             yield "connections_by_http_version", (pool, origin, "1.1"), counts.get("http1_connections", 0)
             yield "connections_by_http_version", (pool, origin, "2"), counts.get("http2_connections", 0)
             yield "http2_streams_in_use", (pool, origin), counts.get("streams_in_use", 0)
+            yield "tls_handshakes", (pool, origin, "full"), counts.get("tls_handshakes_full", 0)
+            yield "tls_handshakes", (pool, origin, "resumed"), counts.get("tls_handshakes_resumed", 0)
+            if "connect_seconds" in counts:
+                yield "connect_duration_seconds", (pool, origin), counts["connect_seconds"]
         yield "requests_waiting", (pool,), stats.get("waiting_requests", 0)
         settings = stats.get("settings", {})
         yield "pool_max_connections", (pool,), settings.get("max_connections", 0)
@@ -116,6 +132,8 @@ def samples() -> Iterator[tuple[str, tuple, float]]:
             yield "connections_closed", (pool, reason), n
         yield "pool_waits", (pool,), stats.get("waits", 0)
         yield "pool_wait_timeouts", (pool,), stats.get("wait_timeouts", 0)
+        if "wait_seconds" in stats:
+            yield "pool_wait_duration_seconds", (pool,), stats["wait_seconds"]
     totals: dict = {}
     for transport, pool in _litellm.transports():
         counts = totals.setdefault(pool, {})
@@ -141,34 +159,66 @@ class Collector:
     def collect(self) -> list:
         families = {f.name: f for f in self._families()}
         for name, labels, value in samples():
-            families[PREFIX + name].add_metric(list(labels), value)
+            if name in HISTOGRAMS:
+                buckets = [(_bound(le), n) for le, n in value["buckets"]]
+                families[PREFIX + name].add_metric(list(labels), buckets, value["sum"])
+            else:
+                families[PREFIX + name].add_metric(list(labels), value)
         return list(families.values())
 
     @staticmethod
     def _families() -> list:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         families = [GaugeMetricFamily(PREFIX + n, h, labels=list(l)) for n, (h, l) in GAUGES.items()]
         families += [CounterMetricFamily(PREFIX + n, h, labels=list(l)) for n, (h, l) in COUNTERS.items()]
+        families += [HistogramMetricFamily(PREFIX + n, h, labels=list(l)) for n, (h, l) in HISTOGRAMS.items()]
         return families
+
+
+def _bound(le: float) -> str:
+    """A bucket's upper bound as Prometheus writes it."""
+    from prometheus_client.utils import floatToGoString
+
+    return floatToGoString(le)
 
 
 class MultiprocessWriter:
     """Copies this process's figures into prometheus_client's multiprocess files."""
 
     def __init__(self) -> None:
-        from prometheus_client import Counter, Gauge
+        from prometheus_client import Counter, Gauge, Histogram
 
         self.gauges = {n: Gauge(PREFIX + n, h, list(l), registry=None,
                                 multiprocess_mode=GAUGE_MODES.get(n, "livesum"))  # type: ignore[arg-type]
                        for n, (h, l) in GAUGES.items()}
         self.counters = {n: Counter(PREFIX + n, h, list(l), registry=None) for n, (h, l) in COUNTERS.items()}
-        self.written: dict[tuple, float] = {}  # (name, labels) -> last value written (counters: total)
+        bounds = [le for le, _ in _core.get_connection_pool_stats()["wait_seconds"]["buckets"]]
+        self.histograms = {n: Histogram(PREFIX + n, h, list(l), registry=None, buckets=bounds)
+                           for n, (h, l) in HISTOGRAMS.items()}
+        # (name, labels) -> last value written (counters: total; histograms: per-bucket counts, sum)
+        self.written: dict[tuple, Any] = {}
         self.lock = threading.Lock()
 
     def _metric(self, name: str, labels: tuple) -> Any:
-        metric = self.gauges.get(name) or self.counters[name]
+        metric = self.gauges.get(name) or self.counters.get(name) or self.histograms[name]
         return metric.labels(*labels) if labels else metric
+
+    def _add_to_histogram(self, name: str, labels: tuple, value: dict) -> None:
+        """A histogram cannot be set, only observed: the buckets and sum grow by what the pool
+        counted since the last write (prometheus_client keeps per-bucket counts, as the pool)."""
+        cumulative = [n for _, n in value["buckets"]]
+        counts = [b - a for a, b in zip([0] + cumulative[:-1], cumulative)]
+        before = self.written.get((name, labels))
+        if before is None or any(n < m for n, m in zip(counts, before[0])):
+            before = ([0] * len(counts), 0.0)  # new series, or a fresh process's (after a fork)
+        child = self._metric(name, labels)
+        for bucket, (now, then) in zip(child._buckets, zip(counts, before[0])):
+            if now > then:
+                bucket.inc(now - then)
+        if value["sum"] > before[1]:
+            child._sum.inc(value["sum"] - before[1])
+        self.written[(name, labels)] = (counts, value["sum"])
 
     def write(self) -> None:
         with self.lock:
@@ -176,6 +226,9 @@ class MultiprocessWriter:
             for name, labels, value in samples():
                 key = (name, labels)
                 seen.add(key)
+                if name in self.histograms:
+                    self._add_to_histogram(name, labels, value)
+                    continue
                 if name in self.gauges:
                     if self.written.get(key) != value:
                         self._metric(name, labels).set(value)

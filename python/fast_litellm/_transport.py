@@ -9,8 +9,9 @@ LiteLLM works unchanged.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import httpx
 import sniffio
@@ -20,6 +21,8 @@ from fast_litellm._loops import _running_library, backend
 from fast_litellm._trace import TracedAsyncBody, TracedBody, Tracer
 
 __all__ = ["AsyncHTTPTransport", "CONNECTION_ID", "HTTPTransport"]
+
+logger = logging.getLogger("fast_litellm")
 
 # The request extension that sends a request on a connection held by id (from get_connection /
 # acquire / connection() of the transport's pool): `extensions={CONNECTION_ID: conn_id}`.
@@ -113,6 +116,13 @@ class _ProxyRouter:
                     return transports[key]
         return None
 
+    def routes_through_proxy(self, url: httpx.URL) -> bool:
+        """Whether requests to ``url`` go through a proxy (without counting one)."""
+        for pattern, proxy in self._routes:
+            if pattern.matches(url):
+                return proxy is not None
+        return False
+
     def take_transports(self) -> list:
         """The proxy transports made so far, forgotten here (made again when needed): the sync
         ones, or the async ones of the running event loop (another loop's are closed when that
@@ -197,11 +207,13 @@ class _LoopProxies:
 
 
 def _engine_and_proxies(pool: Pool, verify: Verify, cert: Cert, trust_env: bool, proxy: Any, drain_bytes: int,
-                        drain_timeout: float, http1: bool, http2: bool, proxy_transport: Any) -> tuple:
+                        drain_timeout: float, http1: bool, http2: bool, local_address: Optional[str],
+                        proxy_transport: Any) -> tuple:
     """What both transports are made of: the Rust engine, and the proxy router."""
-    engine = _core.HttpEngine(pool, verify, cert, drain_bytes, drain_timeout, http1, http2)
+    engine = _core.HttpEngine(pool, verify, cert, drain_bytes, drain_timeout, http1, http2, local_address)
     proxies = _ProxyRouter(
-        proxy, trust_env, lambda p: proxy_transport(proxy=p, verify=verify, cert=cert, http1=http1, http2=http2)
+        proxy, trust_env, lambda p: proxy_transport(proxy=p, verify=verify, cert=cert, http1=http1, http2=http2,
+                                                    local_address=local_address)
     )
     return engine, proxies
 
@@ -215,6 +227,8 @@ class HTTPTransport(httpx.BaseTransport):
     ``http1`` / ``http2``: the HTTP versions spoken, as httpx: with ``http2=True`` TLS offers
     HTTP/2 and the server chooses (cleartext uses HTTP/1.1 unless ``http1=False``); HTTP/2
     requests to an endpoint share its connections as streams.
+    ``local_address``: as httpx, the IP address sockets are bound to (``"0.0.0.0"``: IPv4 only,
+    which is how LiteLLM's ``force_ipv4`` asks for it).
     ``proxy`` / ``trust_env``: as httpx; a request a proxy applies to goes through httpx's own
     transport for that proxy. ``drain_bytes`` / ``drain_timeout``: how much of a body closed
     early is read in the background so its connection can be reused.
@@ -235,9 +249,11 @@ class HTTPTransport(httpx.BaseTransport):
         drain_timeout: float = 0.5,
         http1: bool = True,
         http2: bool = False,
+        local_address: Optional[str] = None,
     ) -> None:
         self._engine, self._proxies = _engine_and_proxies(
-            pool, verify, cert, trust_env, proxy, drain_bytes, drain_timeout, http1, http2, httpx.HTTPTransport
+            pool, verify, cert, trust_env, proxy, drain_bytes, drain_timeout, http1, http2, local_address,
+            httpx.HTTPTransport,
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -267,6 +283,18 @@ class HTTPTransport(httpx.BaseTransport):
             response.status, headers=response.headers, stream=stream, extensions=_extensions(response)
         )
 
+    def prewarm(self, url: Union[str, httpx.URL], connections: int = 1, timeout: Optional[float] = 10.0) -> int:
+        """Opens connections to ``url``'s origin ahead of need (name lookup, TCP, TLS, the HTTP
+        handshake), up to ``connections`` of that endpoint in all, within the pool's limits and
+        without waiting for busy ones; over HTTP/2 one connection carries many requests, so it
+        stops at the first. Each connection gets ``timeout`` seconds. Returns how many are
+        open; an endpoint that cannot be reached (or that a proxy applies to) is logged as a
+        warning and gives 0 or fewer, never an exception."""
+        target = _prewarm_target(url, connections, self._proxies)
+        if target is None:
+            return 0
+        return _prewarm_report(url, *self._engine.prewarm(*target, connections, timeout))
+
     def stats(self) -> dict:
         """Requests sent, retried on a fresh connection, bodies drained or abandoned, proxied."""
         return _stats(self._engine, self._proxies)
@@ -292,9 +320,11 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
         drain_timeout: float = 0.5,
         http1: bool = True,
         http2: bool = False,
+        local_address: Optional[str] = None,
     ) -> None:
         self._engine, self._proxies = _engine_and_proxies(
-            pool, verify, cert, trust_env, proxy, drain_bytes, drain_timeout, http1, http2, httpx.AsyncHTTPTransport
+            pool, verify, cert, trust_env, proxy, drain_bytes, drain_timeout, http1, http2, local_address,
+            httpx.AsyncHTTPTransport,
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -336,6 +366,21 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
             response.status, headers=response.headers, stream=stream, extensions=_extensions(response)
         )
 
+    async def aprewarm(self, url: Union[str, httpx.URL], connections: int = 1, timeout: Optional[float] = 10.0) -> int:
+        """The awaitable twin of :meth:`HTTPTransport.prewarm` (same arguments and result)."""
+        target = _prewarm_target(url, connections, self._proxies)
+        if target is None:
+            return 0
+        new_future, bridge = backend()
+        future = new_future()
+        handle = self._engine.prewarm_async(bridge, future, *target, connections, timeout)
+        try:
+            ready, error = await future
+        except BaseException:  # cancelled: connections being opened are dropped
+            handle.cancel()
+            raise
+        return _prewarm_report(url, ready, error)
+
     def stats(self) -> dict:
         """Requests sent, retried on a fresh connection, bodies drained or abandoned, proxied."""
         return _stats(self._engine, self._proxies)
@@ -343,6 +388,34 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         for transport in self._proxies.take_transports():
             await transport.aclose()
+
+
+def _prewarm_target(url: Union[str, httpx.URL], connections: int, proxies: _ProxyRouter) -> Optional[tuple]:
+    """(scheme, host, port) of the origin to prewarm, or None when there is nothing to do."""
+    url = httpx.URL(url)
+    if not isinstance(connections, int) or connections < 0:
+        raise ValueError(f"connections must be a non-negative int, not {connections!r}")
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("prewarm needs an http:// or https:// URL with a host")
+    if connections == 0:
+        return None
+    if proxies.routes_through_proxy(url):
+        logger.warning("fast_litellm: not prewarming %s: a proxy applies to it (proxied requests use httpx's "
+                       "own transport)", _origin(url))
+        return None
+    return (url.scheme, url.raw_host.decode("ascii"), url.port)
+
+
+def _origin(url: httpx.URL) -> str:
+    """scheme://host[:port]: never a path, query or userinfo (they may hold secrets)."""
+    port = f":{url.port}" if url.port is not None else ""
+    return f"{url.scheme}://{url.host}{port}"
+
+
+def _prewarm_report(url: Union[str, httpx.URL], ready: int, error: Optional[str]) -> int:
+    if error is not None:
+        logger.warning("fast_litellm: prewarming %s: %d connection(s) ready; %s", _origin(httpx.URL(url)), ready, error)
+    return ready
 
 
 def _stats(engine: Any, proxies: _ProxyRouter) -> dict:

@@ -5,7 +5,7 @@
 use super::head::{Capture, MAX_FIELDS, MAX_HEAD_SIZE};
 use super::http2::{self, Counted, Http2Conn, KeepAlive, Streams};
 use super::{now, HttpError, Timeouts};
-use crate::pool::{Connection, Endpoint, Scheme};
+use crate::pool::{Connection, Endpoint, Histogram, Scheme};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::http1;
@@ -280,40 +280,45 @@ pub struct Dialer {
     pub tls: Arc<ClientConfig>,
     /// Speak HTTP/2 on cleartext connections without asking (httpx's `http1=False`).
     pub prior_knowledge: bool,
+    /// The local address sockets are bound to, if any.
+    pub local_address: Option<std::net::IpAddr>,
     pub keep_alive: KeepAlive,
 }
 
-/// Opens a connection: DNS, TCP (each address in turn), TLS for https, the HTTP handshake
+/// Opens a connection: DNS (cached), TCP (addresses tried as dns.rs says), TLS for https, the HTTP handshake
 /// (HTTP/2 when TLS's ALPN agreed on it or with prior knowledge, else HTTP/1.1).
 /// The whole is bounded by the connect timeout.
 pub async fn connect(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>, timeouts: &Timeouts) -> Result<HttpConn, HttpError> {
+    let started = std::time::Instant::now();
     let work = open(endpoint, dialer, streams);
-    match timeouts.connect {
+    let conn = match timeouts.connect {
         Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| HttpError::ConnectTimeout)?,
         None => work.await,
+    }?;
+    streams.opened.time.observe(started.elapsed());
+    Ok(conn)
+}
+
+/// What opening an endpoint's connections cost: TLS handshakes by kind, and the time from the
+/// name lookup to a connection ready for requests (successful opens only).
+#[derive(Debug, Default)]
+pub struct Opened {
+    tls_full: AtomicU64,
+    tls_resumed: AtomicU64,
+    pub time: Histogram,
+}
+
+impl Opened {
+    /// (full, resumed) TLS handshakes so far.
+    pub fn tls_handshakes(&self) -> (u64, u64) {
+        (self.tls_full.load(Relaxed), self.tls_resumed.load(Relaxed))
     }
 }
 
 async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> Result<HttpConn, HttpError> {
     let host = endpoint.host_bare();
-    let addrs = tokio::net::lookup_host((host, endpoint.port()))
-        .await
-        .map_err(|e| HttpError::Connect(format!("name resolution failed: {e}")))?;
-    let mut last_error = None;
-    let mut tcp = None;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                tcp = Some(stream);
-                break;
-            }
-            Err(e) => last_error = Some(e),
-        }
-    }
-    let tcp = tcp.ok_or_else(|| match last_error {
-        Some(e) => HttpError::Connect(e.to_string()),
-        None => HttpError::Connect("name resolution gave no address".into()),
-    })?;
+    let answers = super::dns::resolve(host, endpoint.port()).await?;
+    let tcp = super::dns::connect(&answers, dialer.local_address).await?;
     tcp.set_nodelay(true).map_err(|e| HttpError::Connect(e.to_string()))?;
     let socket = std::net::TcpStream::from(
         std::os::fd::AsFd::as_fd(&tcp).try_clone_to_owned().map_err(|e| HttpError::Connect(e.to_string()))?,
@@ -325,7 +330,13 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> R
                 .connect(super::tls::server_name(host)?, tcp)
                 .await
                 .map_err(|e| HttpError::Connect(format!("TLS handshake failed: {e}")))?;
-            let http2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let session = tls_stream.get_ref().1;
+            let kind = match session.handshake_kind() {
+                Some(rustls::HandshakeKind::Resumed) => &streams.opened.tls_resumed,
+                _ => &streams.opened.tls_full,
+            };
+            kind.fetch_add(1, Relaxed);
+            let http2 = session.alpn_protocol() == Some(b"h2");
             (Stream::Tls(Box::new(tls_stream)), http2)
         }
     };

@@ -12,7 +12,7 @@
 
 use super::conn::{Activity, HttpConn, Sender};
 use super::{peer_closed, Failure, HttpError, Phase, RequestParts, Sent};
-use crate::pool::Lease;
+use crate::pool::{HistogramSnapshot, Lease};
 use bytes::Bytes;
 use h2::client::SendRequest;
 use h2::{Reason, RecvStream};
@@ -70,6 +70,10 @@ pub(super) struct ConnState {
     /// a stream's read timed out, and the peer may be dead rather than slow.
     check: Notify,
     check_within: std::sync::atomic::AtomicU64,
+    /// A check asked for by `suspect` is under way: until the PING is answered the connection
+    /// takes no new stream and, once it has none, stays out of the pool (a request sent on it
+    /// now would wait on a peer that may be dead, where httpx would open a new connection).
+    suspected: AtomicBool,
 }
 
 impl ConnState {
@@ -78,7 +82,14 @@ impl ConnState {
     /// peer), and the connection carries on.
     fn suspect(&self, waited: Duration) {
         self.check_within.store(super::conn::nanos(waited), Relaxed);
+        self.suspected.store(true, Relaxed);
         self.check.notify_one();
+    }
+
+    /// Whether the connection, with no stream left, goes back to the pool now: not while a
+    /// check of its peer is under way (unless it already closed: the pool drops it then).
+    fn may_idle(&self) -> bool {
+        !self.suspected.load(Relaxed) || self.closed.load(Relaxed)
     }
 }
 
@@ -96,7 +107,10 @@ impl Http2Conn {
     }
 
     fn room(&self, in_use: usize) -> bool {
-        self.state.settled.load(Relaxed) && in_use < self.send.current_max_send_streams() && self.is_open()
+        self.state.settled.load(Relaxed)
+            && !self.state.suspected.load(Relaxed)
+            && in_use < self.send.current_max_send_streams()
+            && self.is_open()
     }
 
     fn close(&self) {
@@ -152,7 +166,7 @@ where
             if !matches!(answered, Ok(Ok(_))) {
                 state.closed.store(true, Relaxed);
                 driver.abort();
-                streams.changed.notify_waiters();
+                streams.release_idle();
                 return;
             }
             state.settled.store(true, Relaxed);
@@ -163,6 +177,7 @@ where
                     _ = state.check.notified() => Duration::from_nanos(state.check_within.load(Relaxed)).min(keep_alive.timeout),
                 };
                 if state.closed.load(Relaxed) {
+                    streams.release_idle();
                     return;
                 }
                 let answered = tokio::time::timeout(within, ping_pong.ping(h2::Ping::opaque())).await;
@@ -171,8 +186,12 @@ where
                     // wait without end, and nobody takes a stream on it.
                     state.closed.store(true, Relaxed);
                     driver.abort();
-                    streams.changed.notify_waiters();
+                    streams.release_idle();
                     return;
+                }
+                // Alive: a slow stream, not a dead peer.
+                if state.suspected.swap(false, Relaxed) {
+                    streams.release_idle();
                 }
             }
         });
@@ -200,6 +219,7 @@ pub struct Streams {
     changed: Notify,
     http1_connections: AtomicUsize,
     http2_connections: AtomicUsize,
+    pub(super) opened: super::conn::Opened,
 }
 
 #[derive(Default)]
@@ -223,12 +243,16 @@ struct Carrier {
     lease: Lease<HttpConn>,
 }
 
-/// Open connections of an endpoint by protocol, and HTTP/2 streams in flight.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ProtocolCounts {
+/// What the engine knows of an endpoint: open connections by protocol, HTTP/2 streams in
+/// flight, and what opening its connections cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EndpointHttpStats {
     pub http1_connections: usize,
     pub http2_connections: usize,
     pub streams_in_use: usize,
+    pub tls_handshakes_full: u64,
+    pub tls_handshakes_resumed: u64,
+    pub connect_time: HistogramSnapshot,
 }
 
 /// What an HTTP/2-capable request does next at an endpoint.
@@ -242,12 +266,16 @@ pub(super) enum Next {
 }
 
 impl Streams {
-    pub fn counts(&self) -> ProtocolCounts {
+    pub fn stats(&self) -> EndpointHttpStats {
         let streams_in_use = self.lent.lock().conns.iter().map(|c| c.in_use).sum();
-        ProtocolCounts {
+        let (tls_handshakes_full, tls_handshakes_resumed) = self.opened.tls_handshakes();
+        EndpointHttpStats {
             http1_connections: self.http1_connections.load(Relaxed),
             http2_connections: self.http2_connections.load(Relaxed),
             streams_in_use,
+            tls_handshakes_full,
+            tls_handshakes_resumed,
+            connect_time: self.opened.time.snapshot(),
         }
     }
 
@@ -327,9 +355,22 @@ impl Streams {
             let Some(i) = lent.conns.iter().position(|c| c.key == key) else { return };
             let carrier = &mut lent.conns[i];
             carrier.in_use -= 1;
-            (carrier.in_use == 0).then(|| lent.conns.swap_remove(i).lease)
+            (carrier.in_use == 0 && carrier.conn.state.may_idle()).then(|| lent.conns.swap_remove(i).lease)
         };
         drop(lease);
+        self.changed.notify_waiters();
+    }
+
+    /// Gives back to the pool the connections kept out of it with no stream while their peer
+    /// was checked (see [`ConnState::suspected`]), now that the check is over.
+    fn release_idle(&self) {
+        let leases: Vec<_> = {
+            let mut lent = self.lent.lock();
+            let (idle, busy) = std::mem::take(&mut lent.conns).into_iter().partition(|c| c.in_use == 0 && c.conn.state.may_idle());
+            lent.conns = busy;
+            idle.into_iter().map(|c: Carrier| c.lease).collect()
+        };
+        drop(leases);
         self.changed.notify_waiters();
     }
 

@@ -3,13 +3,14 @@
 //! nothing of Python.
 
 mod conn;
+pub mod dns;
 mod head;
 pub mod http2;
 mod runtime;
 pub mod tls;
 
 pub use conn::HttpConn;
-pub use http2::{KeepAlive, ProtocolCounts, Streams};
+pub use http2::{EndpointHttpStats, KeepAlive, Streams};
 pub use runtime::{block_on, fork_generation, reset_after_fork, spawn};
 
 use crate::pool::{CloseReason, Clock, Endpoint, Lease, Pool, Route, Scheme, SystemClock};
@@ -140,21 +141,28 @@ pub struct Response {
 }
 
 impl Client {
-    pub fn new(tls: tls::TlsSettings, drain: DrainPolicy, keep_alive: KeepAlive) -> Result<Client, HttpError> {
+    pub fn new(tls: tls::ConnectSettings, drain: DrainPolicy, keep_alive: KeepAlive) -> Result<Client, HttpError> {
         let versions = tls.versions;
         if !versions.http1 && !versions.http2 {
             return Err(HttpError::Config("at least one of http1 and http2 must be enabled".into()));
         }
-        let dialer = Dialer { tls: tls.client_config()?, prior_knowledge: versions.http2 && !versions.http1, keep_alive };
+        let dialer = Dialer {
+            tls: tls.client_config()?,
+            prior_knowledge: versions.http2 && !versions.http1,
+            local_address: tls.local_address,
+            keep_alive,
+        };
         Ok(Client { dialer, versions, tls_profile: tls.profile_id(), drain, stats: Arc::default() })
     }
 
-    /// The pool key for an origin under this client's TLS settings (cleartext HTTP/2 with prior
-    /// knowledge gets keys of its own: its connections cannot carry HTTP/1.1).
+    /// The pool key for an origin under this client's settings (cleartext connections that are
+    /// not like everyone's get keys of their own: HTTP/2 with prior knowledge cannot carry
+    /// HTTP/1.1, and a bound local address is a promise to the caller).
     pub fn endpoint(&self, origin: Endpoint) -> Endpoint {
+        let own_cleartext_keys = self.dialer.prior_knowledge || self.dialer.local_address.is_some();
         match origin.scheme() {
             Scheme::Https => origin.with_tls_profile(self.tls_profile),
-            Scheme::Http if self.dialer.prior_knowledge => origin.with_tls_profile(self.tls_profile),
+            Scheme::Http if own_cleartext_keys => origin.with_tls_profile(self.tls_profile),
             Scheme::Http => origin,
         }
     }
@@ -203,6 +211,70 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Opens connections to `origin` ahead of need, so that the first requests find them ready
+    /// (name lookup, TCP, TLS and the HTTP handshake done), up to `wanted` connections of the
+    /// endpoint in all, within the pool's limits and without queueing behind requests (a full
+    /// pool stops it). Over HTTP/2 one connection carries many streams: it stops at the first.
+    /// Returns how many connections are open, and the first error met opening one.
+    pub async fn prewarm(&self, pool: &Pool<HttpConn>, origin: Endpoint, wanted: usize, connect: Option<Duration>) -> (usize, Option<HttpError>) {
+        let endpoint = self.endpoint(origin);
+        let route = pool.route(&endpoint);
+        let streams = route.per_endpoint();
+        let timeouts = Timeouts { connect, ..Timeouts::default() };
+        let mut leases = Vec::new();
+        let mut first_error = None;
+        // HTTP/2's first connection decides alone: a second is not needed if it speaks HTTP/2.
+        let mut batch = if self.offers_http2(&endpoint) { 1 } else { wanted };
+        while leases.len() < wanted {
+            let mut opening = Vec::new();
+            while leases.len() + opening.len() < wanted && opening.len() < batch {
+                match pool.try_get(&route) {
+                    Ok(lease) if lease.conn().is_some() => leases.push(lease),
+                    Ok(lease) => opening.push(lease),
+                    Err(_) => break,
+                }
+            }
+            if opening.is_empty() {
+                break;
+            }
+            let opened = join_all(opening.into_iter().map(|mut lease| {
+                let (endpoint, timeouts) = (&endpoint, &timeouts);
+                async move {
+                    match conn::connect(endpoint, &self.dialer, streams, timeouts).await {
+                        Ok(conn) => {
+                            lease.set_conn(conn);
+                            Ok(lease)
+                        }
+                        Err(e) => {
+                            Lease::discard(lease, CloseReason::ConnectFailed);
+                            Err(e)
+                        }
+                    }
+                }
+            }))
+            .await;
+            for outcome in opened {
+                match outcome {
+                    Ok(lease) => leases.push(lease),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if first_error.is_some() {
+                break;
+            }
+            let speaks_http2 = leases.iter().any(|l| l.conn().is_some_and(|c| matches!(c.sender, conn::Sender::Http2(_))));
+            if speaks_http2 {
+                break;
+            }
+            batch = wanted;
+        }
+        // Back to the pool, idle and ready (an HTTP/2 connection is carried from there by the
+        // first request that takes it).
+        (leases.len(), first_error)
     }
 
     /// Sends one request on a connection its caller holds by id (lent by
@@ -350,6 +422,29 @@ impl Client {
             },
         })
     }
+}
+
+/// Runs futures at once on the current task and collects their outputs in order.
+async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(f) = future {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(out) => {
+                        *output = Some(out);
+                        *future = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future completed")).collect()
 }
 
 /// Field lines as hyper or h2 parsed them: every value kept, names lowercase.

@@ -88,7 +88,7 @@ fn pool(per_endpoint: usize) -> Pool<HttpConn> {
 }
 
 fn client() -> Client {
-    Client::new(tls::TlsSettings::default(), DrainPolicy { max_bytes: 1 << 20, max_time: Duration::from_secs(1) }, KeepAlive::default()).unwrap()
+    Client::new(tls::ConnectSettings::default(), DrainPolicy { max_bytes: 1 << 20, max_time: Duration::from_secs(1) }, KeepAlive::default()).unwrap()
 }
 
 fn request(server: &RawServer, method: Method, body: impl AsRef<[u8]>, timeouts: Timeouts) -> RequestParts {
@@ -346,7 +346,7 @@ impl H2Server {
 }
 
 fn h2_client(keep_alive: KeepAlive) -> Client {
-    let tls = tls::TlsSettings { versions: tls::Versions { http1: false, http2: true }, ..tls::TlsSettings::default() };
+    let tls = tls::ConnectSettings { versions: tls::Versions { http1: false, http2: true }, ..tls::ConnectSettings::default() };
     Client::new(tls, DrainPolicy { max_bytes: 1 << 20, max_time: Duration::from_secs(1) }, keep_alive).unwrap()
 }
 
@@ -365,13 +365,16 @@ async fn http2_streams_share_connections_up_to_the_servers_limit() {
         let (pool, client, request) = (pool.clone(), &client, server.request(Timeouts::default()));
         requests.push(async move { fetch(client, &pool, request).await });
     }
-    let statuses = futures_join_all(requests).await;
+    let statuses = super::join_all(requests).await;
     assert_eq!(statuses, vec![200; 9]);
     assert_eq!(server.connections.load(SeqCst), 3, "9 streams, 3 a connection");
     let stats = pool.stats();
     assert_eq!((stats.active, stats.idle), (0, 3));
-    let counts: Vec<_> = pool.per_endpoint(|s| s.counts()).into_iter().map(|(_, c)| c).collect();
-    assert_eq!(counts, vec![ProtocolCounts { http1_connections: 0, http2_connections: 3, streams_in_use: 0 }]);
+    let counts: Vec<_> = pool.per_endpoint(|s| s.stats()).into_iter().map(|(_, c)| c).collect();
+    assert_eq!(counts.len(), 1);
+    let c = counts[0];
+    assert_eq!((c.http1_connections, c.http2_connections, c.streams_in_use), (0, 3, 0));
+    assert_eq!(c.connect_time.count(), 3, "each connection opened is timed");
     // Sequential requests take one of them, one stream at a time.
     for _ in 0..3 {
         fetch(&client, &pool, server.request(Timeouts::default())).await;
@@ -434,6 +437,16 @@ async fn http2_a_dropped_request_resets_its_stream_and_keeps_the_connection() {
     let timeouts = Timeouts { read: Some(Duration::from_millis(100)), ..Timeouts::default() };
     let outcome = client.send(&pool, server.request(timeouts)).await;
     assert!(matches!(outcome, Err(HttpError::ReadTimeout)), "{:?}", outcome.err());
+    // The read timeout has the peer checked (a PING): until it answers, the connection takes no
+    // stream and stays out of the pool; then it is back, idle.
+    assert_eq!((pool.stats().active, pool.stats().idle), (1, 0));
+    for _ in 0..100 {
+        if pool.stats().idle == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((pool.stats().active, pool.stats().idle), (0, 1), "the peer answered: the connection serves on");
     let cancelled = tokio::time::timeout(Duration::from_millis(50), client.send(&pool, server.request(Timeouts::default()))).await;
     drop(cancelled);
     assert_eq!(fetch(&client, &pool, server.request(Timeouts::default())).await, 200);
@@ -441,31 +454,3 @@ async fn http2_a_dropped_request_resets_its_stream_and_keeps_the_connection() {
     assert_eq!(pool.stats().active, 0);
 }
 
-/// Runs the futures concurrently, results in order.
-async fn futures_join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(Box::pin(f));
-    }
-    let mut out = Vec::new();
-    let mut pending: Vec<_> = set.into_iter().map(Some).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (i, slot) in pending.iter_mut().enumerate() {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        results[i] = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
-    })
-    .await;
-    out.extend(results.into_iter().map(|r| r.expect("every future finished")));
-    out
-}

@@ -1,5 +1,5 @@
-//! TLS settings, the rustls configurations built from them, and the ids that keep connections
-//! made with different settings apart in the pool.
+//! Connection settings (TLS above all), the rustls configurations built from them, and the ids
+//! that keep connections made with different settings apart in the pool.
 
 use super::HttpError;
 use once_cell::sync::Lazy;
@@ -9,6 +9,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,14 +24,18 @@ pub enum Verify {
     Off,
 }
 
-/// Everything that makes two TLS connections to one origin different.
+/// Everything that makes two connections to one origin different: TLS settings, the HTTP
+/// versions spoken, the local address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TlsSettings {
+pub struct ConnectSettings {
     pub verify: Verify,
     /// A client certificate chain and its private key, both PEM files.
     pub client_cert: Option<(PathBuf, PathBuf)>,
     /// The HTTP versions offered in the handshake (ALPN); the server picks one.
     pub versions: Versions,
+    /// The local address sockets are bound to (httpx's `local_address`); only addresses of its
+    /// family are connected to.
+    pub local_address: Option<IpAddr>,
 }
 
 /// Which HTTP versions a client speaks (httpx's `http1` and `http2` arguments).
@@ -46,27 +51,50 @@ impl Default for Versions {
     }
 }
 
-impl Default for TlsSettings {
+impl Default for ConnectSettings {
     fn default() -> Self {
-        TlsSettings { verify: Verify::Default, client_cert: None, versions: Versions::default() }
+        ConnectSettings { verify: Verify::Default, client_cert: None, versions: Versions::default(), local_address: None }
     }
 }
 
-/// Settings seen so far, numbered: 0 is the default, others get 1, 2, ... in order of first use.
-static PROFILES: Lazy<Mutex<HashMap<TlsSettings, u32>>> =
-    Lazy::new(|| Mutex::new(HashMap::from([(TlsSettings::default(), 0)])));
+/// What every client with the same settings shares: the number in their pool keys, and one
+/// rustls configuration, so that the TLS sessions a server gave out on one connection resume
+/// the next one (a round trip and a certificate check saved), whichever client opens it (rustls
+/// resumes a session only under the configuration that stored it).
+struct Profile {
+    id: u32,
+    /// Built at first use; a configuration that failed (a file that does not parse) is not kept.
+    config: Option<Arc<ClientConfig>>,
+}
 
-impl TlsSettings {
+/// Settings seen so far, numbered: 0 is the default, others get 1, 2, ... in order of first use.
+static PROFILES: Lazy<Mutex<HashMap<ConnectSettings, Profile>>> =
+    Lazy::new(|| Mutex::new(HashMap::from([(ConnectSettings::default(), Profile { id: 0, config: None })])));
+
+impl ConnectSettings {
     /// The number that goes into a pool key for connections made with these settings.
     pub fn profile_id(&self) -> u32 {
         let mut profiles = PROFILES.lock();
         let next = profiles.len() as u32;
-        *profiles.entry(self.clone()).or_insert(next)
+        profiles.entry(self.clone()).or_insert(Profile { id: next, config: None }).id
     }
 
-    /// The rustls configuration for these settings. File problems are errors that name the
-    /// setting and the file, not its contents.
+    /// The rustls configuration shared by every client with these settings (files are read
+    /// once, at first use).
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, HttpError> {
+        if let Some(config) = PROFILES.lock().get(self).and_then(|p| p.config.clone()) {
+            return Ok(config);
+        }
+        let built = self.build_client_config()?;
+        let id = self.profile_id();
+        let mut profiles = PROFILES.lock();
+        let profile = profiles.entry(self.clone()).or_insert(Profile { id, config: None });
+        Ok(profile.config.get_or_insert(built).clone())
+    }
+
+    /// A new rustls configuration for these settings. File problems are errors that name the
+    /// setting and the file, not its contents.
+    fn build_client_config(&self) -> Result<Arc<ClientConfig>, HttpError> {
         let provider = rustls::crypto::ring::default_provider();
         let builder = ClientConfig::builder_with_provider(Arc::new(provider.clone()))
             .with_safe_default_protocol_versions()
@@ -107,6 +135,10 @@ impl TlsSettings {
                     .map_err(|e| HttpError::Config(format!("cert: the client certificate is not usable: {e}")))?
             }
         };
+        // Resumption (rustls's default: TLS 1.3 tickets and TLS 1.2 session ids, 256 servers'
+        // worth), never 0-RTT early data (off by default, kept off): early data can be
+        // replayed, and a request must reach a server at most once.
+        config.enable_early_data = false;
         config.alpn_protocols = Vec::new();
         if self.versions.http2 {
             config.alpn_protocols.push(b"h2".to_vec());

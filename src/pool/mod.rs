@@ -14,7 +14,7 @@ mod waiter;
 pub use clock::{Clock, ManualClock, Nanos, SystemClock};
 pub use endpoint::{Endpoint, EndpointError, Scheme, MAX_ENDPOINT_LEN};
 pub use settings::{seconds, Settings, SettingsError};
-pub use stats::{CloseReason, Counters, EndpointCounts, PoolStats};
+pub use stats::{CloseReason, Counters, EndpointCounts, Histogram, HistogramSnapshot, PoolStats, BUCKET_BOUNDS};
 pub use waiter::Ticket;
 
 use dashmap::DashMap;

@@ -27,6 +27,7 @@ impl<C: Connection> Waiter<C> {
     /// Joins the queue, then gives the queue a turn in order, so a newcomer never overtakes an
     /// earlier waiter, and a connection freed just before joining is not missed.
     pub(crate) fn enqueue(pool: &Arc<Shared<C>>, host: Arc<Host<C>>) -> Result<Lease<C>, Ticket<C>> {
+        let since = Instant::now();
         let waiter = Arc::new(Waiter { host, state: Mutex::new(WaitState::Waiting(None)), ready: Condvar::new() });
         {
             let mut queue = pool.waiters.lock();
@@ -34,10 +35,11 @@ impl<C: Connection> Waiter<C> {
             queue.push_back(waiter.clone());
             serve_locked(pool, &mut queue);
         }
-        let mut ticket = Ticket { waiter, pool: Arc::downgrade(pool) };
+        let mut ticket = Ticket { waiter, pool: Arc::downgrade(pool), queued_since: None };
         match ticket.take_served() {
             Some(lease) => Ok(lease),
             None => {
+                ticket.queued_since = Some(since);
                 pool.counters.waited();
                 Err(ticket)
             }
@@ -88,6 +90,9 @@ fn serve_locked<C: Connection>(pool: &Arc<Shared<C>>, queue: &mut VecDeque<Arc<W
 pub struct Ticket<C: Connection> {
     waiter: Arc<Waiter<C>>,
     pool: Weak<Shared<C>>,
+    /// When the checkout joined the queue, for the pool's wait-time histogram (None: served
+    /// at once, never counted as a wait).
+    queued_since: Option<Instant>,
 }
 
 impl<C: Connection> Ticket<C> {
@@ -147,6 +152,9 @@ impl<C: Connection> Future for Ticket<C> {
 impl<C: Connection> Drop for Ticket<C> {
     fn drop(&mut self) {
         let previous = std::mem::replace(&mut *self.waiter.state.lock(), WaitState::Done);
+        if let (Some(since), Some(pool)) = (self.queued_since, self.pool.upgrade()) {
+            pool.counters.wait_time.observe(since.elapsed());
+        }
         match previous {
             WaitState::Waiting(_) => {
                 if let Some(pool) = self.pool.upgrade() {

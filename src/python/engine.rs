@@ -5,7 +5,7 @@ use super::bridge::{LoopBridge, Sender};
 use super::errors::http_error;
 use super::timeout_arg;
 use super::registry::Handle;
-use crate::http::tls::{TlsSettings, Verify, Versions};
+use crate::http::tls::{ConnectSettings, Verify, Versions};
 use crate::http::{self, Body, Client, DrainPolicy, HttpError, KeepAlive, RequestParts, Response, Timeouts};
 use crate::pool::{ConnId, Endpoint, Scheme};
 use bytes::Bytes;
@@ -79,22 +79,7 @@ impl HttpEngine {
             Some(id) => super::id_arg(id).map_err(|e| super::errors::LocalProtocolError::new_err(e.to_string()))?,
             None => None,
         };
-        let scheme = match scheme {
-            "http" => Scheme::Http,
-            "https" => Scheme::Https,
-            other => {
-                return Err(super::errors::UnsupportedProtocol::new_err(format!(
-                    "request URL has an unsupported protocol '{other}://'"
-                )))
-            }
-        };
-        // What no connection can be opened to is a connect error, as httpx reports it.
-        let cannot_connect = |e: crate::pool::EndpointError| super::errors::ConnectError::new_err(e.to_string());
-        let port = match port {
-            None => None,
-            Some(p) => Some(u16::try_from(p).map_err(|_| cannot_connect(crate::pool::EndpointError::InvalidPort))?),
-        };
-        let origin = Endpoint::from_parts(scheme, host, port).map_err(cannot_connect)?;
+        let origin = origin(scheme, host, port)?;
         let method = Method::from_bytes(method.as_bytes()).map_err(|_| super::errors::LocalProtocolError::new_err("invalid HTTP method"))?;
         let mut parsed = Vec::with_capacity(headers.len());
         for item in headers.iter() {
@@ -128,6 +113,43 @@ impl HttpEngine {
     }
 }
 
+impl HttpEngine {
+    fn prewarm_work(
+        &self,
+        scheme: &str,
+        host: &str,
+        port: Option<i64>,
+        connections: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<impl Future<Output = (usize, Option<String>)> + Send + 'static> {
+        let origin = origin(scheme, host, port)?;
+        let connect = timeout_arg(timeout, "timeout")?;
+        let (client, pool) = (self.client.clone(), self.pool.pool().into_owned());
+        Ok(async move {
+            let (ready, error) = client.prewarm(&pool, origin, connections, connect).await;
+            (ready, error.map(|e| e.to_string()))
+        })
+    }
+}
+
+/// The origin of a request URL's parts. What no connection can be opened to is a connect
+/// error, as httpx reports it.
+fn origin(scheme: &str, host: &str, port: Option<i64>) -> PyResult<Endpoint> {
+    let scheme = match scheme {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => {
+            return Err(super::errors::UnsupportedProtocol::new_err(format!("request URL has an unsupported protocol '{other}://'")))
+        }
+    };
+    let cannot_connect = |e: crate::pool::EndpointError| super::errors::ConnectError::new_err(e.to_string());
+    let port = match port {
+        None => None,
+        Some(p) => Some(u16::try_from(p).map_err(|_| cannot_connect(crate::pool::EndpointError::InvalidPort))?),
+    };
+    Endpoint::from_parts(scheme, host, port).map_err(cannot_connect)
+}
+
 /// Sends, then takes the body bytes that arrived with the head (one hand-over to Python for a
 /// small body). Never waits for more: the head is handed over as soon as it is here.
 async fn send_and_prefetch(prepared: Prepared) -> Result<PyResponse, HttpError> {
@@ -154,8 +176,10 @@ impl HttpEngine {
     /// `verify`: True, False, or a CA bundle path. `cert`: a PEM path holding certificate and
     /// key, or a (certificate, key) pair of paths.
     /// `http1` / `http2`: the HTTP versions offered, as httpx's arguments of those names.
+    /// `local_address`: an IP address sockets are bound to (httpx's argument; "0.0.0.0" keeps
+    /// connections to IPv4).
     #[new]
-    #[pyo3(signature = (pool=None, verify=None, cert=None, drain_bytes=256 * 1024, drain_timeout=0.5, http1=true, http2=false))]
+    #[pyo3(signature = (pool=None, verify=None, cert=None, drain_bytes=256 * 1024, drain_timeout=0.5, http1=true, http2=false, local_address=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         pool: Option<&Bound<'_, PyAny>>,
@@ -165,6 +189,7 @@ impl HttpEngine {
         drain_timeout: f64,
         http1: bool,
         http2: bool,
+        local_address: Option<&str>,
     ) -> PyResult<Self> {
         let pool = match pool {
             None => Handle::open_default().map_err(super::errors::settings_error)?,
@@ -200,7 +225,11 @@ impl HttpEngine {
         };
         let max_time = timeout_arg(Some(drain_timeout), "drain_timeout")?.unwrap_or_default();
         let versions = Versions { http1, http2 };
-        let tls = TlsSettings { verify, client_cert, versions };
+        let local_address = match local_address {
+            None => None,
+            Some(a) => Some(a.parse::<std::net::IpAddr>().map_err(|_| PyValueError::new_err("local_address must be an IP address"))?),
+        };
+        let tls = ConnectSettings { verify, client_cert, versions, local_address };
         let client = Client::new(tls, DrainPolicy { max_bytes: drain_bytes, max_time }, KeepAlive::default())
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(HttpEngine { pool, client: Arc::new(client) })
@@ -255,6 +284,36 @@ impl HttpEngine {
         }))
     }
 
+    /// Opens up to `connections` connections to the origin ahead of need (see
+    /// `Client::prewarm`), each within `timeout` seconds, blocking without the GIL. Returns how
+    /// many are open and the first error met (a message naming no path), never raises for an
+    /// endpoint that cannot be reached.
+    #[pyo3(signature = (scheme, host, port, connections, timeout))]
+    fn prewarm(&self, py: Python<'_>, scheme: &str, host: &str, port: Option<i64>, connections: usize, timeout: Option<f64>) -> PyResult<(usize, Option<String>)> {
+        let work = self.prewarm_work(scheme, host, port, connections, timeout)?;
+        block_on_interruptibly(py, work)
+    }
+
+    /// `prewarm` on the runtime; its outcome is set on `future` through `bridge`.
+    #[pyo3(signature = (bridge, future, scheme, host, port, connections, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn prewarm_async(
+        &self,
+        bridge: &LoopBridge,
+        future: Py<PyAny>,
+        scheme: &str,
+        host: &str,
+        port: Option<i64>,
+        connections: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<CancelHandle> {
+        let work = self.prewarm_work(scheme, host, port, connections, timeout)?;
+        Ok(spawn_to_loop(bridge.sender(), future, async move {
+            let outcome = work.await;
+            Ok(Box::new(move |py: Python<'_>| Ok(outcome.into_pyobject(py)?.into_any().unbind())) as super::bridge::Deliver)
+        }))
+    }
+
     /// Counters of this engine: requests, retried, drained, drain_abandoned.
     fn stats(&self) -> (u64, u64, u64, u64) {
         let s = &self.client.stats;
@@ -299,7 +358,8 @@ impl<F: Future> Future for CatchPanic<F> {
     }
 }
 
-/// Stops an async request or body read: the connection is closed (its state is unknown).
+/// Stops an async request (its HTTP/1.1 connection is closed: its state is unknown) or body
+/// read (the body stays readable; closing it drains the rest).
 #[pyclass(module = "fast_litellm._core", frozen)]
 pub struct CancelHandle {
     task: AbortHandle,
@@ -325,7 +385,54 @@ pub struct PyResponse {
     #[pyo3(get)]
     new_connection: bool,
     prefetched: Mutex<Vec<Bytes>>,
-    body: Arc<Mutex<Option<Body>>>,
+    body: Arc<Mutex<BodySlot>>,
+}
+
+/// Where a response's body is: here, out with a read under way, or gone (closed or given
+/// back).
+// One per response, never moved: boxing the body would cost an allocation per response.
+#[allow(clippy::large_enum_variant)]
+enum BodySlot {
+    Here(Body),
+    /// `close` was asked for while a read had it: the read closes it when it is back.
+    Reading { close_when_back: bool },
+    Gone,
+}
+
+/// A body taken out of its slot for one read. Goes back when the read ends, also when the read
+/// is cancelled half-way (a chunk is only taken from the connection when it is complete, so
+/// nothing is lost): a cancelled read must not cost the connection, whose rest is then drained
+/// by `close` like any body closed early.
+struct Borrowed {
+    slot: Arc<Mutex<BodySlot>>,
+    body: Option<Body>,
+}
+
+impl Borrowed {
+    fn take(slot: &Arc<Mutex<BodySlot>>) -> Option<Borrowed> {
+        let mut here = slot.lock();
+        match std::mem::replace(&mut *here, BodySlot::Reading { close_when_back: false }) {
+            BodySlot::Here(body) => Some(Borrowed { slot: slot.clone(), body: Some(body) }),
+            other => {
+                *here = other;
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Borrowed {
+    fn drop(&mut self) {
+        let Some(body) = self.body.take() else { return };
+        let mut slot = self.slot.lock();
+        if matches!(*slot, BodySlot::Reading { close_when_back: true }) {
+            *slot = BodySlot::Gone;
+            drop(slot);
+            body.close();
+        } else {
+            *slot = BodySlot::Here(body);
+        }
+    }
 }
 
 impl PyResponse {
@@ -337,22 +444,41 @@ impl PyResponse {
             headers: response.headers,
             new_connection: response.new_connection,
             prefetched: Mutex::new(prefetched),
-            body: Arc::new(Mutex::new(Some(response.body))),
+            body: Arc::new(Mutex::new(BodySlot::Here(response.body))),
         }
     }
 
     fn is_finished(&self) -> bool {
-        self.body.lock().as_ref().is_none_or(Body::is_finished)
+        match &*self.body.lock() {
+            BodySlot::Here(body) => body.is_finished(),
+            BodySlot::Reading { .. } => false,
+            BodySlot::Gone => true,
+        }
+    }
+
+    /// Stops reading: see `close` below.
+    fn close_body(&self) {
+        let mut slot = self.body.lock();
+        match std::mem::replace(&mut *slot, BodySlot::Gone) {
+            BodySlot::Here(body) => {
+                drop(slot);
+                body.close();
+            }
+            BodySlot::Reading { .. } => *slot = BodySlot::Reading { close_when_back: true },
+            BodySlot::Gone => {}
+        }
     }
 }
 
-async fn next_chunk(body: Arc<Mutex<Option<Body>>>) -> Result<Option<Bytes>, HttpError> {
-    // Taken out while read: a read cancelled half-way drops the body, which closes the
-    // connection.
-    let Some(mut taken) = body.lock().take() else { return Ok(None) };
-    let chunk = taken.next_chunk().await;
-    *body.lock() = Some(taken);
-    chunk
+async fn next_chunk(slot: Arc<Mutex<BodySlot>>) -> Result<Option<Bytes>, HttpError> {
+    let Some(mut borrowed) = Borrowed::take(&slot) else {
+        return match &*slot.lock() {
+            // A read cancelled a moment ago may still hold it: an end of body here would be a lie.
+            BodySlot::Reading { .. } => Err(HttpError::Read("another read of this response body is under way".into())),
+            _ => Ok(None),
+        };
+    };
+    borrowed.body.as_mut().expect("taken above").next_chunk().await
 }
 
 #[pymethods]
@@ -399,11 +525,11 @@ impl PyResponse {
     /// Lets a reader skip a hand-over through the runtime when data is there.
     fn ready_chunks<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, bool)> {
         let list = PyList::empty(py);
-        let mut body = self.body.lock();
-        let finished = match body.as_mut() {
+        let mut slot = self.body.lock();
+        let finished = match &mut *slot {
             // Taken by a read under way, or already given back to the pool.
-            None => return Ok((list, false)),
-            Some(body) => {
+            BodySlot::Reading { .. } | BodySlot::Gone => return Ok((list, false)),
+            BodySlot::Here(body) => {
                 let (chunks, finished) = body.ready_chunks(READ_WITH_HEAD).map_err(http_error)?;
                 for c in chunks {
                     list.append(PyBytes::new(py, &c))?;
@@ -433,17 +559,13 @@ impl PyResponse {
     /// Stops reading: the rest of the body is drained in the background (bounded), then the
     /// connection is reused; past the bounds it is closed. Safe to call twice.
     fn close(&self) {
-        if let Some(body) = self.body.lock().take() {
-            body.close();
-        }
+        self.close_body();
     }
 }
 
 impl Drop for PyResponse {
     fn drop(&mut self) {
-        if let Some(body) = self.body.lock().take() {
-            body.close();
-        }
+        self.close_body();
     }
 }
 
@@ -455,7 +577,7 @@ fn id_api_client() -> PyResult<&'static Client> {
         return Ok(client);
     }
     let drain = DrainPolicy { max_bytes: 256 * 1024, max_time: Duration::from_millis(500) };
-    let client = Client::new(TlsSettings::default(), drain, KeepAlive::default()).map_err(http_error)?;
+    let client = Client::new(ConnectSettings::default(), drain, KeepAlive::default()).map_err(http_error)?;
     Ok(CLIENT.get_or_init(|| client))
 }
 

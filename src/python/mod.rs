@@ -5,12 +5,13 @@ mod engine;
 mod errors;
 mod registry;
 
-use crate::http::ProtocolCounts;
+use crate::http::EndpointHttpStats;
+use crate::pool::{HistogramSnapshot, BUCKET_BOUNDS};
 use crate::pool::{seconds, ConnId, Endpoint, Lease, Pool, Route, Settings};
 use errors::{endpoint_error, pool_timeout, settings_error, wrong_type};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use registry::{Conn, Handle};
 use once_cell::sync::OnceCell;
 use std::collections::HashMap;
@@ -116,7 +117,7 @@ fn settings_dict<'py>(py: Python<'py>, s: &Settings) -> PyResult<Bound<'py, PyDi
 
 fn stats_dict<'py>(py: Python<'py>, name: &str, pool: &Pool<Conn>) -> PyResult<Bound<'py, PyDict>> {
     let (s, settings) = (&pool.stats(), &pool.settings());
-    let protocols: HashMap<String, ProtocolCounts> = pool.per_endpoint(|streams| streams.counts()).into_iter().collect();
+    let engine: HashMap<String, EndpointHttpStats> = pool.per_endpoint(|streams| streams.stats()).into_iter().collect();
     let d = PyDict::new(py);
     d.set_item("pool_name", name)?;
     d.set_item("total_connections", s.total())?;
@@ -135,19 +136,40 @@ fn stats_dict<'py>(py: Python<'py>, name: &str, pool: &Pool<Conn>) -> PyResult<B
     d.set_item("waits", c.waited)?;
     d.set_item("wait_timeouts", c.wait_timeouts)?;
     d.set_item("ignored_returns", c.ignored_returns)?;
+    d.set_item("wait_seconds", histogram_dict(py, &c.wait_time)?)?;
     let endpoints = PyDict::new(py);
     for (origin, counts) in &s.endpoints {
         let e = PyDict::new(py);
         e.set_item("active", counts.active)?;
         e.set_item("idle", counts.idle)?;
         e.set_item("total", counts.total())?;
-        let by_version = protocols.get(origin).copied().unwrap_or_default();
-        e.set_item("http1_connections", by_version.http1_connections)?;
-        e.set_item("http2_connections", by_version.http2_connections)?;
-        e.set_item("streams_in_use", by_version.streams_in_use)?;
+        let http = engine.get(origin).copied().unwrap_or_default();
+        e.set_item("http1_connections", http.http1_connections)?;
+        e.set_item("http2_connections", http.http2_connections)?;
+        e.set_item("streams_in_use", http.streams_in_use)?;
+        e.set_item("tls_handshakes_full", http.tls_handshakes_full)?;
+        e.set_item("tls_handshakes_resumed", http.tls_handshakes_resumed)?;
+        e.set_item("connect_seconds", histogram_dict(py, &http.connect_time)?)?;
         endpoints.set_item(origin, e)?;
     }
     d.set_item("endpoints", endpoints)?;
+    Ok(d)
+}
+
+/// A histogram as Prometheus reads one: cumulative counts per upper bound (the last bound is
+/// infinity), their sum and count.
+fn histogram_dict<'py>(py: Python<'py>, h: &HistogramSnapshot) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let mut cumulative = 0;
+    let buckets = PyList::empty(py);
+    for (i, n) in h.counts.iter().enumerate() {
+        cumulative += n;
+        let bound = BUCKET_BOUNDS.get(i).copied().unwrap_or(f64::INFINITY);
+        buckets.append((bound, cumulative))?;
+    }
+    d.set_item("buckets", buckets)?;
+    d.set_item("sum", h.sum_seconds)?;
+    d.set_item("count", cumulative)?;
     Ok(d)
 }
 
@@ -495,6 +517,30 @@ fn get_connection_pool_stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     default_handle()?.get_stats(py)
 }
 
+/// Sets how long name lookups are kept (seconds; 0 or None: not kept). Process-wide, like the
+/// lookup itself.
+#[pyfunction]
+fn configure_dns_cache(ttl: Option<f64>) -> PyResult<()> {
+    let ttl = timeout_arg(ttl, "ttl")?.filter(|t| !t.is_zero());
+    crate::http::dns::set_ttl(ttl);
+    Ok(())
+}
+
+/// The DNS cache's settings and counters: ttl (seconds or None) and lookups made.
+#[pyfunction]
+fn get_dns_cache_stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("ttl", crate::http::dns::ttl().map(|t| t.as_secs_f64()))?;
+    d.set_item("lookups", crate::http::dns::lookups())?;
+    Ok(d)
+}
+
+/// The names of the pools made so far in this process (the default pool once used).
+#[pyfunction]
+fn pool_names() -> Vec<String> {
+    registry::names()
+}
+
 /// Called in the child by `os.register_at_fork`: every pool starts empty.
 #[pyfunction]
 fn _reset_after_fork() {
@@ -518,6 +564,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cleanup_expired_connections, m)?)?;
     m.add_function(wrap_pyfunction!(get_connection_pool_stats, m)?)?;
     m.add_function(wrap_pyfunction!(connect_connection, m)?)?;
+    m.add_function(wrap_pyfunction!(pool_names, m)?)?;
+    m.add_function(wrap_pyfunction!(configure_dns_cache, m)?)?;
+    m.add_function(wrap_pyfunction!(get_dns_cache_stats, m)?)?;
     m.add_function(wrap_pyfunction!(_reset_after_fork, m)?)?;
     Ok(())
 }

@@ -58,11 +58,17 @@ impl Handle {
         if self.generation == crate::http::fork_generation() {
             return Cow::Borrowed(&self.pool);
         }
-        match Handle::open(&self.name, || Ok(self.pool.settings())) {
-            Ok((fresh, _)) => Cow::Owned(fresh.pool),
-            Err(_) => Cow::Borrowed(&self.pool),
-        }
+        let (fresh, _) = Handle::open(&self.name, || Ok(self.pool.settings()))
+            .expect("settings that made a pool make one again");
+        Cow::Owned(fresh.pool)
     }
+}
+
+/// The names of the pools made so far in this process, in name order.
+pub fn names() -> Vec<String> {
+    let mut names: Vec<String> = POOLS.lock().keys().cloned().collect();
+    names.sort();
+    names
 }
 
 /// In a child after `os.fork()`: every pool starts empty, with fresh locks and a new reaper.

@@ -310,6 +310,7 @@ def test_metrics_in_prometheus_clients_registry(server):
     report = run("""
         import fast_litellm, litellm
         ok = calls(litellm)
+        fast_litellm.SimpleConnectionPool("made-directly", max_connections=7)
         import prometheus_client
         text = prometheus_client.generate_latest().decode()
         fast_litellm.uninstall()
@@ -319,11 +320,18 @@ def test_metrics_in_prometheus_clients_registry(server):
     assert all(report["ok"])
     lines = [line for line in report["text"].splitlines() if line.startswith("fast_litellm_")]
     assert "fast_litellm_installed 1.0" in lines
+    assert 'fast_litellm_pool_max_connections{pool="made-directly"} 7.0' in lines  # every pool, not only the hooks'
     assert f'fast_litellm_requests_total{{pool="default"}} {float(server.requests)}' in lines
     assert f'fast_litellm_connections_created_total{{pool="default"}} {float(server.connections)}' in lines
     origin = f'endpoint="http://127.0.0.1:{server.port}"'
     assert any(line.startswith("fast_litellm_connections{") and origin in line for line in lines)
     assert any(line.startswith("fast_litellm_drains_total{") for line in lines)
+    # Connect times: one observation per connection the server accepted, in cumulative buckets.
+    connect = f'fast_litellm_connect_duration_seconds_count{{{origin},pool="default"}} {float(server.connections)}'
+    assert connect in lines, [line for line in lines if "connect_duration" in line]
+    assert f'fast_litellm_connect_duration_seconds_bucket{{{origin},le="+Inf",pool="default"}} {float(server.connections)}' in lines
+    assert 'fast_litellm_pool_wait_duration_seconds_count{pool="default"} 0.0' in lines
+    assert f'fast_litellm_tls_handshakes_total{{{origin},kind="full",pool="default"}} 0.0' in lines  # cleartext
     for secret in ("sk-test-PLANTED", "/v1", "messages"):
         assert secret not in "\n".join(lines)
     assert "fast_litellm_" not in report["after"]
@@ -358,3 +366,6 @@ def test_metrics_of_several_processes_through_the_multiprocess_files(server, tmp
     assert 'fast_litellm_requests_total{pool="default"} 6.0' in lines
     assert f'fast_litellm_connections_created_total{{pool="default"}} {float(server.connections)}' in lines
     assert any(line.startswith('fast_litellm_connections{') for line in lines)
+    origin = f'endpoint="http://127.0.0.1:{server.port}"'
+    connect = f'fast_litellm_connect_duration_seconds_count{{{origin},pool="default"}} {float(server.connections)}'
+    assert connect in lines, [line for line in lines if "connect_duration" in line]

@@ -16,7 +16,14 @@ from servers import Server, wait_for
 
 SECRET = "sk-PLANTED-SECRET-0123456789"
 # An endpoint's counts before any of its connections has a socket.
-NOT_CONNECTED = {"http1_connections": 0, "http2_connections": 0, "streams_in_use": 0}
+# What an endpoint whose slots have no socket yet reports besides its counts: no connection of
+# either HTTP version, no TLS handshake, no connect time observed.
+_BOUNDS = [bound for bound, _ in fast_litellm.get_connection_pool_stats()["wait_seconds"]["buckets"]]
+NOT_CONNECTED = {
+    "http1_connections": 0, "http2_connections": 0, "streams_in_use": 0,
+    "tls_handshakes_full": 0, "tls_handshakes_resumed": 0,
+    "connect_seconds": {"buckets": [(bound, 0) for bound in _BOUNDS], "sum": 0.0, "count": 0},
+}
 
 
 def fresh(**settings):
@@ -447,9 +454,11 @@ def test_endpoint_stats_count_open_connections_by_http_version(server):
     a, b = pool.get_connection(server.url), pool.get_connection(server.url)
     assert pool.get_stats()["endpoints"][origin] == {"active": 2, "idle": 0, "total": 2, **NOT_CONNECTED}
     assert pool.connect(a) is True
-    assert pool.get_stats()["endpoints"][origin] == {
-        "active": 2, "idle": 0, "total": 2, "http1_connections": 1, "http2_connections": 0, "streams_in_use": 0,
+    stats = pool.get_stats()["endpoints"][origin]
+    assert {k: stats[k] for k in ("active", "idle", "total", "http1_connections", "http2_connections")} == {
+        "active": 2, "idle": 0, "total": 2, "http1_connections": 1, "http2_connections": 0,
     }, "one of the two has a socket (HTTP/1.1); a slot not yet connected is neither version"
+    assert stats["connect_seconds"]["count"] == 1 and stats["tls_handshakes_full"] == 0
     pool.return_connection(a)
     assert pool.get_stats()["endpoints"][origin]["http1_connections"] == 1, "idle, still open"
     pool.remove_connection(b)
