@@ -27,7 +27,7 @@ from fast_litellm import _core
 from fast_litellm._loops import forget_bridges
 from fast_litellm._transport import CONNECTION_ID, AsyncHTTPTransport, HTTPTransport
 from fast_litellm._litellm import install, status, uninstall
-from fast_litellm._prewarm import aprewarm, prewarm, start_from_environment as _prewarm_from_environment
+from fast_litellm._prewarm import aprewarm, prewarm, prewarm_deployments, start_from_environment as _prewarm_from_environment
 
 __all__ = [
     "AsyncHTTPTransport",
@@ -47,6 +47,7 @@ __all__ = [
     "aprewarm",
     "install",
     "prewarm",
+    "prewarm_deployments",
     "remove_connection",
     "return_connection",
     "status",

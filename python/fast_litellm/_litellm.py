@@ -273,6 +273,7 @@ class _Integration:
         self.pool_settings: dict = {}
         self.pool_settings_before: dict = {}
         self.dns_ttl_before: Optional[float] = None
+        self.prewarmed: dict[str, int] = {}  # origin -> connections FAST_LITELLM_PREWARM got ready
         self.fallback_transports: dict[str, int] = {}
         self.fallback_requests: dict[str, int] = {}
         self.counter_lock = threading.Lock()
@@ -730,6 +731,7 @@ def status() -> dict:
         "handed_to_litellm": {"transports": dict(_state.fallback_transports),
                               "requests": dict(_state.fallback_requests)},
         "pools": _state.pool_names(),
+        "prewarmed": dict(_state.prewarmed),
         "metrics": _metrics.state(),
         "pool": _core.get_connection_pool_stats(),
     }

@@ -21,7 +21,7 @@ import logging
 import os
 
 import fast_litellm
-from fast_litellm import _litellm
+from fast_litellm import _litellm, _prewarm
 from litellm.integrations.custom_logger import CustomLogger
 
 __all__ = ["FastLiteLLMCallback", "callback"]
@@ -47,5 +47,8 @@ class FastLiteLLMCallback(CustomLogger):
 # the clients LiteLLM cached are dropped). Installing again is a no-op; kept explicit so that
 # this module's purpose reads from its code.
 fast_litellm.install()
+if _litellm._state.installed:
+    # FAST_LITELLM_PREWARM=N: N connections to each deployment, once the config's router is up.
+    _prewarm.start_for_proxy()
 callback = FastLiteLLMCallback()
 logger.info("fast_litellm: %r", callback)

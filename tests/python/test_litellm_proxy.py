@@ -44,6 +44,7 @@ WORKERS = 2
 N = 12  # non-streaming and streaming requests each, one after the other
 CONCURRENT = 8
 TAIL_DELAY = 0.01
+PREWARM = 2
 
 CONFIG = """\
 model_list:
@@ -183,15 +184,20 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("proxy")
     backends = {"fast": Backend(), "plain": Backend()}
     proxies = {
-        "fast": Proxy(tmp, "fast", backends["fast"], free_port()),
+        # FAST_LITELLM_PREWARM=N: each worker warms N connections to every deployment's api_base.
+        "fast": Proxy(tmp, "fast", backends["fast"], free_port(), FAST_LITELLM_PREWARM=str(PREWARM)),
         "plain": Proxy(tmp, "plain", backends["plain"], free_port(), FAST_LITELLM_DISABLE="1"),
     }
     try:
         for proxy in proxies.values():
             proxy.wait_ready()
+        deadline = time.monotonic() + 20
+        while backends["fast"].connections < WORKERS * PREWARM and time.monotonic() < deadline:
+            time.sleep(0.1)
+        warmed = {name: backend.connections for name, backend in backends.items()}
         results = {name: drive(proxy, backends[name]) for name, proxy in proxies.items()}  # one after the other
         time.sleep(1)  # the workers copy their figures to the metrics files every 0.3 s
-        yield {"backends": backends, "proxies": proxies, "results": results}
+        yield {"backends": backends, "proxies": proxies, "results": results, "warmed": warmed}
     finally:
         for proxy in proxies.values():
             proxy.stop()
@@ -221,6 +227,12 @@ def test_connections_are_reused_in_every_worker(run):
     shown = (run["results"]["fast"]["sequential_connections"], fast.connections, fast.seen)
     assert run["results"]["fast"]["sequential_connections"] <= 2 * WORKERS, shown
     assert fast.connections <= 2 * WORKERS + CONCURRENT, shown
+
+
+def test_prewarm_warms_each_workers_deployments_before_any_request(run):
+    # Plain LiteLLM opens a connection or two at start-up too (its own start-up requests).
+    assert run["warmed"]["fast"] >= WORKERS * PREWARM > run["warmed"]["plain"], run["warmed"]
+    assert run["results"]["fast"]["sequential_connections"] == 0, "the requests took the warmed connections"
 
 
 def test_metrics_show_both_workers_and_every_request(run):

@@ -372,3 +372,26 @@ def test_litellm_after_prewarm_a_first_burst_opens_no_connection(tmp_path, mode)
             assert warmed == 16 and before == 16
             assert server.connections == 16, "the burst took the warmed connections"
             assert server.tls_handshakes_full + server.tls_handshakes_resumed == 16
+
+
+def test_prewarm_deployments_warms_each_api_base_once(tls_server, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", tls_server.ca_path)
+    monkeypatch.setenv("BACKEND_BASE", f"{tls_server.url}/v1")
+    model_list = [
+        {"model_name": "a", "litellm_params": {"model": "openai/a", "api_base": f"{tls_server.url}/v1"}},
+        {"model_name": "b", "litellm_params": {"model": "openai/b", "api_base": "os.environ/BACKEND_BASE"}},
+        {"model_name": "c", "litellm_params": {"model": "openai/c"}},  # the provider's default: left out
+    ]
+    warmed = fast_litellm.prewarm_deployments(model_list, 3)
+    assert warmed == {tls_server.url: 3}
+    wait_for(lambda: tls_server.connections == 3)
+
+
+def test_the_prewarm_variable_parses_urls_and_a_bare_count():
+    from fast_litellm._prewarm import parse
+
+    assert parse("4") == 4
+    assert parse("https://a.example=3, http://b.example:81") == [("https://a.example", 3), ("http://b.example:81", 1)]
+    for bad in ("ftp://x=1", "https://x=many", "=3"):
+        with pytest.raises(ValueError, match="FAST_LITELLM_PREWARM"):
+            parse(bad)
