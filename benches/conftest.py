@@ -13,6 +13,7 @@ import report  # noqa: E402
 RESULTS = []  # (section, implementation, case, median µs, iqr µs)
 TRANSPORTS = []  # (mode, case, transport, {rps, p50_ms, p99_ms, cpu_ms_per_request, requests, ...})
 PROXY = []  # (phase, proxy, {rps, p50_ms, p99_ms, outcomes, connections, ...})
+REAL_NETWORK = []  # (rtt ms, workload, client, {calls, p50_ms, p99_ms, connections, tls_full, tls_resumed})
 SERVER = {"note": "nginx from Debian (worker_processes 1), answering every request with a ~250-byte JSON body"}
 
 
@@ -48,6 +49,13 @@ def record_proxy():
     return add
 
 
+@pytest.fixture
+def record_real_network():
+    def add(rtt_ms, workload, client, figures):
+        REAL_NETWORK.append((rtt_ms, workload, client, figures))
+    return add
+
+
 @pytest.fixture(scope="session")
 def server_note():
     return SERVER
@@ -57,8 +65,13 @@ def pytest_sessionfinish(session, exitstatus):
     if exitstatus != 0:
         return
     if RESULTS or TRANSPORTS:
-        path = report.write(RESULTS, TRANSPORTS, SERVER["note"], PROXY)
+        path = report.write(RESULTS, TRANSPORTS, SERVER["note"], PROXY, REAL_NETWORK)
         print(f"\nwrote {path.relative_to(report.ROOT)} and its charts")
-    elif PROXY:  # the proxy benchmark alone: only its own section of the existing report changes
+        return
+    # A benchmark with a section of its own, run alone: only that section of the report changes.
+    if REAL_NETWORK:
+        path = report.replace_real_network_section(REAL_NETWORK)
+        print(f"\nreplaced the real-network section of {path.relative_to(report.ROOT)}")
+    if PROXY:
         path = report.replace_proxy_section(PROXY)
         print(f"\nreplaced the LiteLLM Proxy section of {path.relative_to(report.ROOT)}")

@@ -52,6 +52,15 @@ def _bar_chart(path: Path, title: str, groups: list[str], series: dict[str, list
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(groups) * max(1, len(series)) / 2), 4.5))
+    _bars(ax, groups, series, labels)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _bars(ax, groups: list[str], series: dict[str, list[float]], labels: dict[str, list[str]]) -> None:
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
         xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
@@ -61,13 +70,8 @@ def _bar_chart(path: Path, title: str, groups: list[str], series: dict[str, list
                         fontsize=7, xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
     ax.margins(y=0.15)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _ratio(value: float, reference: float) -> str:
@@ -230,15 +234,91 @@ def proxy_lines(proxy: list) -> list[str]:
     return lines + [""]
 
 
-def replace_proxy_section(proxy: list) -> Path:
-    """Puts proxy_lines() into the existing docs/benchmarks.md in place of its previous version (or
-    after the LiteLLM sections when there is none), leaving every other byte as it was: what
-    write() would have made of that section."""
+REAL_NETWORK_SECTION = "## LiteLLM on a real network: TLS and round-trip time"
+
+
+def real_network_lines(rows: list) -> list[str]:
+    """benches/test_real_network.py: (rtt ms, workload, client, figures) rows."""
+    if not rows:
+        return []
+    processes = max(f["processes"] for *_, f in rows)
+    lines = [REAL_NETWORK_SECTION, "",
+             "LiteLLM (`openai/` model) against the bundled local server over TLS 1.3, its throw-away CA given "
+             "as `SSL_CERT_FILE` as a user would, through `demo/relay.py`, which adds the round-trip time (RTT) "
+             "of a wide-area link: each direction delayed by RTT/2 in order, a new connection's first bytes by "
+             "one RTT more (the TCP handshake). The server counts the connections and TLS handshakes (full and "
+             "resumed) during each workload. Plain LiteLLM (`FAST_LITELLM_DISABLE=1`; its async path uses "
+             f"aiohttp) against LiteLLM with fast_litellm: each client in {processes} processes of its own per "
+             "RTT, alternating plain, fast, fast + prewarm; figures are the medians of those processes. Each "
+             "process runs the workloads in the order of the table, so a workload reuses the connections an "
+             "earlier one left open, as an application would. The first call is timed from the start of the "
+             "call (imports excluded): its p50 and p99 are the median and the slowest of the processes. The "
+             "prewarm variant calls `fast_litellm.prewarm(api_base, connections=N)` (untimed) before its first "
+             "call and before the bursts, and runs only those two workloads.", "",
+             f"Measured on a {os.cpu_count()}-core VM shared with other work, so noisy: the ratios within one "
+             "run are what count, not the absolute figures from one run to the next. On loopback (RTT 0) "
+             "LiteLLM's own Python work dominates; every round trip a client saves shows as RTT ms.", "",
+             "| RTT | workload | client | calls | p50 ms | p99 ms | p50 vs plain | connections | "
+             "TLS handshakes full / resumed |", "|---|---|---|---|---|---|---|---|---|"]
+    timed = [r for r in rows if "p50_ms" in r[3]]
+    plain = {(rtt, w): f for rtt, w, c, f in timed if c == timed[0][2]}  # the first client: the reference
+    for rtt, workload, client, f in rows:
+        counts = f"{f['connections']:.0f} | {f['tls_full']:.0f} / {f['tls_resumed']:.0f}"
+        if "p50_ms" not in f:  # prewarm: connections only
+            ready = ", ".join(str(r) for r in f["ready"])
+            lines.append(f"| {rtt} ms | {workload} | {client} | ready {ready} | | | | {counts} |")
+            continue
+        reference = plain.get((rtt, workload))
+        ratio = _ratio(f["p50_ms"], reference["p50_ms"]) if reference else "-"
+        lines.append(f"| {rtt} ms | {workload} | {client} | {f['calls']:.0f} | {f['p50_ms']:.1f} | "
+                     f"{f['p99_ms']:.1f} | {ratio} | {counts} |")
+    _real_network_chart(DOCS / "bench-real-network.png", timed, plain)
+    return lines + ["", "![LiteLLM on a real network](bench-real-network.png)", ""]
+
+
+def _real_network_chart(path: Path, rows: list, plain: dict) -> None:
+    """One panel per workload: p50 per RTT, one bar per client."""
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(dict.fromkeys(w for _, w, _, _ in rows))
+    rtts = list(dict.fromkeys(rtt for rtt, *_ in rows))
+    clients = list(dict.fromkeys(c for _, _, c, _ in rows))
+    columns = 3
+    fig, axes = plt.subplots((len(workloads) + columns - 1) // columns, columns, squeeze=False,
+                             figsize=(5 * columns, 3.6 * ((len(workloads) + columns - 1) // columns)))
+    for ax, workload in zip(axes.flat, workloads):
+        figures = {(rtt, c): f for rtt, w, c, f in rows if w == workload}
+        shown = [c for c in clients if any((rtt, c) in figures for rtt in rtts)]
+        series = {c: [figures[rtt, c]["p50_ms"] if (rtt, c) in figures else float("nan") for rtt in rtts] for c in shown}
+        labels = {c: [("" if v != v else f"{v:.0f}" if v >= 10 else f"{v:.1f}")
+                      + ("" if v != v or c == clients[0] else f"\n{_ratio(v, plain[rtt, workload]['p50_ms'])}")
+                      for v, rtt in zip(series[c], rtts)] for c in shown}
+        _bars(ax, [f"RTT {rtt} ms" for rtt in rtts], series, labels)
+        ax.set_title("\n".join(textwrap.wrap(workload, 45)), fontsize=9)
+        ax.set_ylabel("p50 ms", fontsize=8)
+    for ax in list(axes.flat)[len(workloads):]:
+        ax.set_visible(False)
+    fig.suptitle("LiteLLM over TLS through an added round-trip time: p50 latency, lower is better "
+                 "(ratio to plain LiteLLM)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _replace_section(heading: str, lines: list[str], anchors: tuple[str, ...]) -> Path:
+    """Puts a section into the existing docs/benchmarks.md in place of its previous version (or
+    after the last of the sections headed `anchors` when there is none), leaving every other byte
+    as it was: what write() would have made of that section."""
     report = DOCS / "benchmarks.md"
     text = report.read_text()
-    start = text.find(PROXY_SECTION + "\n")
-    if start < 0:  # not there yet: after the last LiteLLM section, before whatever follows it
-        anchor = max(text.find("## Connections opened"), text.find("## LiteLLM end to end"))
+    start = text.find(heading + "\n")
+    if start < 0:  # not there yet: after the last of `anchors`, before whatever follows it
+        anchor = max(text.find(h) for h in anchors)
         following = text.find("\n## ", anchor) if anchor >= 0 else -1
         start = end = following + 1 if following >= 0 else len(text)
     else:
@@ -247,12 +327,23 @@ def replace_proxy_section(proxy: list) -> Path:
     before, after = text[:start], text[end:]
     if not after:
         before = before.rstrip("\n") + "\n\n"
-    section = "\n".join(proxy_lines(proxy)) + ("\n" if after else "")
+    section = "\n".join(lines) + ("\n" if after else "")
     report.write_text(before + section + after)
     return report
 
 
-def write(results: list, transports: list, server_note: str, proxy: list = ()) -> Path:
+LITELLM_SECTIONS = ("## LiteLLM end to end", "## Connections opened")
+
+
+def replace_real_network_section(rows: list) -> Path:
+    return _replace_section(REAL_NETWORK_SECTION, real_network_lines(rows), LITELLM_SECTIONS)
+
+
+def replace_proxy_section(proxy: list) -> Path:
+    return _replace_section(PROXY_SECTION, proxy_lines(proxy), (*LITELLM_SECTIONS, REAL_NETWORK_SECTION))
+
+
+def write(results: list, transports: list, server_note: str, proxy: list = (), real_network: list = ()) -> Path:
     DOCS.mkdir(exist_ok=True)
     lines = ["# Benchmarks", "", f"Machine: {machine()}.", "",
              "Every figure below was measured in the same run (`make bench`); ratios compare rows of that "
@@ -262,6 +353,7 @@ def write(results: list, transports: list, server_note: str, proxy: list = ()) -
     lines += transport_lines(transports, server_note)
     lines += http2_lines(transports)
     lines += litellm_lines(transports)
+    lines += real_network_lines(list(real_network))
     lines += proxy_lines(list(proxy))
     report = DOCS / "benchmarks.md"
     report.write_text("\n".join(lines))
