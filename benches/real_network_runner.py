@@ -52,16 +52,23 @@ async def sequential(call, stream, calls):
 
 
 async def bursts(call, count):
-    latencies = []
+    """Each burst's latencies, in order."""
+    each = []
     for _ in range(count):
         await asyncio.sleep(IDLE_BEFORE_BURST)
-        latencies += await asyncio.gather(*[async_call(call, False) for _ in range(BURST)])
-    return latencies
+        each.append(await asyncio.gather(*[async_call(call, False) for _ in range(BURST)]))
+    return each
+
+
+def p90(latencies):
+    ordered = sorted(latencies)
+    return ordered[max(0, int(len(ordered) * 0.9) - 1)] * 1e3
 
 
 def measure(workload, args, call, loop):
     if workload == "prewarm":
         return {"ready": fast_litellm.prewarm(args.api_base, connections=args.prewarm)}
+    extra = {}
     if workload == "first":
         latencies = [sync_call(call, False)]
     elif workload in ("completion", "stream"):
@@ -69,12 +76,15 @@ def measure(workload, args, call, loop):
     elif workload in ("acompletion", "astream"):
         latencies = loop.run_until_complete(sequential(call, workload == "astream", args.calls))
     elif workload == "bursts":
-        latencies = loop.run_until_complete(bursts(call, args.bursts))
+        each = loop.run_until_complete(bursts(call, args.bursts))
+        latencies = [t for burst in each for t in burst]
+        # The first burst pays for the connections a burst needs, unless they were warmed.
+        extra = {"first_p90_ms": p90(each[0]), "later_p90_ms": p90([t for burst in each[1:] for t in burst])}
     else:
         raise SystemExit(f"unknown workload {workload!r}")
     latencies.sort()
     return {"calls": len(latencies), "p50_ms": statistics.median(latencies) * 1e3,
-            "p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1e3}
+            "p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1e3, **extra}
 
 
 def main():

@@ -272,6 +272,17 @@ def real_network_lines(rows: list) -> list[str]:
         ratio = _ratio(f["p50_ms"], reference["p50_ms"]) if reference else "-"
         lines.append(f"| {rtt} ms | {workload} | {client} | {f['calls']:.0f} | {f['p50_ms']:.1f} | "
                      f"{f['p99_ms']:.1f} | {ratio} | {counts} |")
+    bursts = [(rtt, client, f) for rtt, _, client, f in rows if "first_p90_ms" in f]
+    if bursts:
+        lines += ["", "The bursts, first against later (p90 per burst, medians of the processes): the first "
+                  "burst pays for the connections a burst needs unless they were warmed; prewarm's target is a "
+                  "first burst within one RTT of a later one.", "",
+                  "| RTT | client | first burst p90 ms | later bursts p90 ms | first - later |", "|---|---|---|---|---|"]
+        for rtt, client, f in bursts:
+            gap = f["first_p90_ms"] - f["later_p90_ms"]
+            within = "within one RTT" if gap <= max(rtt, 1) else f"{gap / rtt:.1f} RTT" if rtt else f"{gap:.1f} ms"
+            lines.append(f"| {rtt} ms | {client} | {f['first_p90_ms']:.1f} | {f['later_p90_ms']:.1f} | "
+                         f"{gap:+.1f} ms ({within}) |")
     _real_network_chart(DOCS / "bench-real-network.png", timed, plain)
     return lines + ["", "![LiteLLM on a real network](bench-real-network.png)", ""]
 
