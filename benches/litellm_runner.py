@@ -16,6 +16,7 @@ import time
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import fast_litellm  # noqa: E402,F401  (inert when FAST_LITELLM_DISABLE=1)
 import litellm  # noqa: E402
+from percentiles import nearest_rank  # noqa: E402
 
 PHASE, API_BASE = sys.argv[1], sys.argv[2]
 CALL = {"model": "openai/bench", "api_base": API_BASE, "api_key": "sk-bench", "max_tokens": 16}
@@ -65,7 +66,7 @@ def main():
     latencies.sort()
     print(json.dumps({"requests": len(latencies), "rps": len(latencies) / wall,
                       "p50_ms": statistics.median(latencies) * 1e3,
-                      "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1e3}))
+                      "p99_ms": nearest_rank(latencies, 99) * 1e3}))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import time
 
 import httpx
 
+from percentiles import nearest_rank
+
 URL, KEY, MODE, N, CONCURRENCY = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 
 
@@ -71,7 +73,7 @@ async def main() -> None:
     latencies.sort()
     print(json.dumps({"requests": len(latencies), "rps": len(latencies) / wall, "seconds": wall,
                       "p50_ms": statistics.median(latencies) * 1e3,
-                      "p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1e3,
+                      "p99_ms": nearest_rank(latencies, 99) * 1e3,
                       "outcomes": dict(outcomes), "latencies_ms": [round(x * 1e3, 2) for x in latencies]}))
 
 

@@ -21,6 +21,7 @@ import time
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import fast_litellm  # noqa: E402  (inert when FAST_LITELLM_DISABLE=1)
 import litellm  # noqa: E402
+from percentiles import nearest_rank  # noqa: E402
 
 BURST = 16
 IDLE_BEFORE_BURST = 2.0
@@ -61,8 +62,7 @@ async def bursts(call, count):
 
 
 def p90(latencies):
-    ordered = sorted(latencies)
-    return ordered[max(0, int(len(ordered) * 0.9) - 1)] * 1e3
+    return nearest_rank(latencies, 90) * 1e3
 
 
 def measure(workload, args, call, loop):
@@ -84,7 +84,7 @@ def measure(workload, args, call, loop):
         raise SystemExit(f"unknown workload {workload!r}")
     latencies.sort()
     return {"calls": len(latencies), "p50_ms": statistics.median(latencies) * 1e3,
-            "p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1e3, **extra}
+            "p99_ms": nearest_rank(latencies, 99) * 1e3, **extra}
 
 
 def main():

@@ -9,12 +9,65 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from pool_workloads import ENDPOINTS, ITERATIONS_PER_ROUND, THREADED_ITERATIONS_PER_ROUND, THREADS
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 
 POOL_SECTION = "reference workload, one process per implementation"
 POOL_INPROCESS_SECTION = "reference workload, in one process (pytest-benchmark)"
 POOL_SIZE_SECTION = "checkout + return against idle connections"
+
+# Whether fast_litellm's pool ran its reaper (the background thread that runs cleanup() every
+# `reaper_interval` seconds) during a table's measurements, as the benchmark set the pool up.
+REAPER_OFF = "fast_litellm's pool runs with its reaper off (`reaper_interval=None`: no background cleanup)."
+
+
+def reaper_of_default_pool() -> str:
+    """The reaper of a pool made with default settings (LiteLLM's hooks' pool, benches/runner.py's):
+    the benchmark's processes inherit this environment, so FAST_LITELLM_REAPER_INTERVAL, if set,
+    applies there too."""
+    setting = os.environ.get("FAST_LITELLM_REAPER_INTERVAL")
+    if setting is None:
+        return "fast_litellm's pool runs with its reaper on (the default: a background cleanup every 5 s)."
+    return f"fast_litellm's pool runs with its reaper as `FAST_LITELLM_REAPER_INTERVAL={setting}` sets it."
+
+
+def _section_text(section: str) -> str:
+    """What a row of a pool-bookkeeping section measures."""
+    workload = (f"One iteration takes a connection from each of {len(ENDPOINTS)} endpoints, then returns all "
+                f"{len(ENDPOINTS)} (ids only, no sockets: bookkeeping); a round is {ITERATIONS_PER_ROUND:,} "
+                f"iterations in one thread, or {THREADED_ITERATIONS_PER_ROUND:,} split over {THREADS} threads.")
+    if section == POOL_SECTION:
+        return (f"{workload} A row: µs per iteration, the median of the rounds of several processes per "
+                "implementation (alternating), pooled; the IQR of the same rounds. benches/runner.py makes "
+                f"fast_litellm's pool with default settings. {reaper_of_default_pool()}")
+    if section == POOL_INPROCESS_SECTION:
+        return (f"{workload} A row: µs per iteration, the median and IQR of pytest-benchmark's rounds in the "
+                f"pytest process. {REAPER_OFF}")
+    if section == POOL_SIZE_SECTION:
+        return (f"One iteration is one checkout and its return on one endpoint that holds N idle connections "
+                f"(ids only, no sockets), {ITERATIONS_PER_ROUND:,} per round. A row: µs per iteration, the median "
+                f"and IQR of pytest-benchmark's rounds. {REAPER_OFF} No expiry either (`idle_timeout` and "
+                "`max_lifetime` None), so N stays N.")
+    return ""
+
+
+def _fewer_requests(rows: list, why: str) -> str:
+    """A sentence naming the rows that ran fewer requests than the most in their case (rows:
+    (case, name, figures)), and why; empty when every row of a case ran as many."""
+    most: dict = {}
+    for case, _, f in rows:
+        most[case] = max(most.get(case, 0), f["requests"])
+    fewer: dict = {}
+    for case, name, f in rows:
+        if f["requests"] < most[case]:
+            fewer.setdefault(name, []).append(f"{case} ({f['requests'] / most[case]:.0%})")
+    if not fewer:
+        return ""
+    listed = "; ".join(f"{name} at {', '.join(cases)}" for name, cases in fewer.items())
+    return (f" Not every row ran as many requests as the others of its case (the requests column; in brackets, "
+            f"the share of the most): {listed}. {why}")
 
 
 def _version(package: str) -> str:
@@ -83,7 +136,8 @@ def pool_lines(results: list) -> list[str]:
     for section in dict.fromkeys(r[0] for r in results):
         rows = [r for r in results if r[0] == section]
         baseline = {r[2]: r[3] for r in rows if r[1] == "fast_litellm"}
-        lines += [f"## {section}", "", "| implementation | case | µs per iteration (median) | IQR | time vs fast_litellm |",
+        lines += [f"## {section}", "", _section_text(section), "",
+                  "| implementation | case | µs per iteration (median) | IQR | time vs fast_litellm |",
                   "|---|---|---|---|---|"]
         for _, implementation, case, median, iqr in rows:
             lines.append(f"| {implementation} | {case} | {median:.3f} | {iqr:.3f} | "
@@ -110,15 +164,22 @@ def transport_lines(transports: list, server_note: str) -> list[str]:
     if not rows:
         return []
     ours = {(m, c): f["rps"] for m, c, t, f in rows if t == "fast_litellm"}
+    fewer = _fewer_requests([(f"{m} {c}", t, f) for m, c, t, f in rows],
+                            "benches/test_transports.py gives httpx's stock transport a third of the requests at "
+                            "concurrency 64 and above (its async pool is slow enough that fewer tell the same story), "
+                            "each count rounded down to a whole number per concurrent request or thread.")
     lines = ["## HTTP transports through httpx", "",
-             f"Server: {server_note}. Each case: every transport in processes of its own, alternating; "
-             "figures are the medians of those processes. CPU is the whole client process (Python and Rust "
-             "threads) per request. The last column is fast_litellm's requests/s divided by the row's.", "",
-             "| mode | case | transport | requests/s | p50 ms | p99 ms | CPU ms/request | fast_litellm is |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"Server: {server_note}. A row: one transport at one concurrency (async: that many requests at once "
+             "in one event loop; sync: that many threads), POST of a small JSON body, after a warm-up; "
+             "requests/s over the timed requests, p50 and p99 of their latencies. Each case: every transport in "
+             "processes of its own, alternating; figures are the medians of those processes. CPU is the whole "
+             "client process (Python and Rust threads) per request. The last column is fast_litellm's "
+             f"requests/s divided by the row's. {REAPER_OFF}{fewer}", "",
+             "| mode | case | transport | requests | requests/s | p50 ms | p99 ms | CPU ms/request | fast_litellm is |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for mode, case, transport, f in rows:
-        lines.append(f"| {mode} | {case} | {transport} | {f['rps']:.0f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | "
-                     f"{f['cpu_ms_per_request']:.3f} | {_ratio(ours[mode, case], f['rps'])} |")
+        lines.append(f"| {mode} | {case} | {transport} | {f['requests']:.0f} | {f['rps']:.0f} | {f['p50_ms']:.2f} | "
+                     f"{f['p99_ms']:.2f} | {f['cpu_ms_per_request']:.3f} | {_ratio(ours[mode, case], f['rps'])} |")
     groups = list(dict.fromkeys(f"{m} {c}" for m, c, _, _ in rows))
     names = list(dict.fromkeys(t for _, _, t, _ in rows))
     series, labels = {}, {}
@@ -137,16 +198,23 @@ def http2_lines(transports: list) -> list[str]:
     if not rows:
         return []
     ours = {c: f for _, c, t, f in rows if t == "fast_litellm, HTTP/2"}
+    fewer = _fewer_requests([(c, t, f) for _, c, t, f in rows],
+                            "benches/test_http2.py gives every transport but fast_litellm's a third of the requests "
+                            "(the Python HTTP/2 stacks are slow enough that fewer tell the same story), each count "
+                            "rounded down to a whole number per concurrent request.")
     lines = ["## HTTP/2 over TLS", "",
              "nginx from Debian over TLS (ALPN offers h2 and http/1.1; `http2_max_concurrent_streams 128`), "
-             "async through `httpx.AsyncClient`. Each transport in processes of its own, alternating; medians "
-             "of those processes. The Python HTTP/2 stacks and aiohttp run a third of the requests. Connections "
+             "async through `httpx.AsyncClient`. A row: one transport at one concurrency (that many requests at "
+             "once in one event loop), after a warm-up; requests/s over the timed requests, p50 and p99 of their "
+             "latencies (an event stream: until its last event). Each transport in processes of its own, "
+             "alternating; medians of those processes. Connections "
              "are the ones nginx accepted during the run (its stub_status), warm-up included. CPU is the whole "
-             "client process per request. The last column is fast_litellm HTTP/2's requests/s divided by the row's.",
-             "", "| case | transport | protocol | requests/s | p50 ms | p99 ms | CPU ms/request | connections | "
-             "fast_litellm HTTP/2 is |", "|---|---|---|---|---|---|---|---|---|"]
+             "client process per request. The last column is fast_litellm HTTP/2's requests/s divided by the "
+             f"row's. {REAPER_OFF}{fewer}",
+             "", "| case | transport | protocol | requests | requests/s | p50 ms | p99 ms | CPU ms/request | "
+             "connections | fast_litellm HTTP/2 is |", "|---|---|---|---|---|---|---|---|---|---|"]
     for _, case, transport, f in rows:
-        lines.append(f"| {case} | {transport} | {f['versions']} | {f['rps']:.0f} | {f['p50_ms']:.1f} | "
+        lines.append(f"| {case} | {transport} | {f['versions']} | {f['requests']:.0f} | {f['rps']:.0f} | {f['p50_ms']:.1f} | "
                      f"{f['p99_ms']:.1f} | {f['cpu_ms_per_request']:.3f} | {f['connections']:.0f} | "
                      f"{_ratio(ours[case]['rps'], f['rps'])} |")
     groups = list(dict.fromkeys(c for _, c, _, _ in rows))
@@ -165,7 +233,10 @@ def litellm_lines(transports: list) -> list[str]:
     lines = ["## LiteLLM end to end", "",
              "The bundled local OpenAI-compatible server (keep-alive). Plain LiteLLM (its async path uses "
              "aiohttp) against LiteLLM after `import fast_litellm`, each workload in processes of its own, "
-             "alternating; medians of those processes. Connections are the ones the server accepted.", "",
+             "alternating; medians of those processes. A row: one workload's calls (sequential: one after "
+             "another; concurrent: that many at once in one event loop), requests/s over all of them, p50 and "
+             "p99 of their latencies (a stream: until its last chunk). Connections are the ones the server "
+             f"accepted. {reaper_of_default_pool()}", "",
              "| workload | client | requests | requests/s | p50 ms | p99 ms | connections opened |",
              "|---|---|---|---|---|---|---|"]
     for _, case, client, f in rows:
@@ -181,9 +252,9 @@ def litellm_lines(transports: list) -> list[str]:
     lines += ["", "![LiteLLM end to end](bench-litellm.png)", ""]
 
     lines += ["## Connections opened (what each would cost on a real network)", "",
-              "Every connection opened is a TCP and TLS handshake on a real network: multiply the "
-              "connections saved by your own handshake time (often 50-300 ms to a cloud API) to see the "
-              "latency and CPU that pooling saves.", "",
+              "The runs of the table above. Every connection opened is a TCP and TLS handshake on a real "
+              "network: multiply the connections saved by your own handshake time (often 50-300 ms to a cloud "
+              f"API) to see the latency and CPU that pooling saves. {reaper_of_default_pool()}", "",
               "| workload | requests | plain LiteLLM | with fast_litellm | saved per 1,000 requests |", "|---|---|---|---|---|"]
     fast = {c: f for _, c, cl, f in rows if cl == clients[-1]}
     for w in workloads:
@@ -216,7 +287,8 @@ def proxy_lines(proxy: list) -> list[str]:
              "load process (httpx.AsyncClient, httpx's own transport, the master key), after a warm-up of 128. "
              "Faults: the backend answers 30% of model requests 429 (OpenAI-style body, connection kept) and "
              "stops 10% of the remaining streams in the middle of an event (FIN, no last chunk); every other "
-             "request streams. Latency is client side, over every request, failed ones included.", "",
+             "request streams. Latency is client side, over every request, failed ones included. "
+             f"{reaper_of_default_pool()}", "",
              "Both run at about the proxy's own speed: its Python (about 10 ms of CPU a request on this "
              "machine, two workers on two cores shared with the backend and the load client) is the bottleneck, "
              "not the HTTP client behind it, so requests/s are about equal by construction. The point of this "
@@ -254,7 +326,8 @@ def real_network_lines(rows: list) -> list[str]:
              "earlier one left open, as an application would. The first call is timed from the start of the "
              "call (imports excluded): its p50 and p99 are the median and the slowest of the processes. The "
              "prewarm variant calls `fast_litellm.prewarm(api_base, connections=N)` (untimed) before its first "
-             "call and before the bursts, and runs only those two workloads.", "",
+             "call and before the bursts, and runs only those two workloads. "
+             f"{reaper_of_default_pool()}", "",
              f"Measured on a {os.cpu_count()}-core VM shared with other work, so noisy: the ratios within one "
              "run are what count, not the absolute figures from one run to the next. On loopback (RTT 0) "
              "LiteLLM's own Python work dominates; every round trip a client saves shows as RTT ms.", "",
@@ -359,7 +432,10 @@ def write(results: list, transports: list, server_note: str, proxy: list = (), r
     lines = ["# Benchmarks", "", f"Machine: {machine()}.", "",
              "Every figure below was measured in the same run (`make bench`); ratios compare rows of that "
              "run. This machine is noisy (the same process measured twice can differ by 25%): compare "
-             "ratios within a table, not absolute figures across runs.", ""]
+             "ratios within a table, not absolute figures across runs. p50 is the median; p99 (and p90) "
+             "the nearest-rank percentile (benches/percentiles.py): the smallest latency with at least 99% "
+             "(90%) of them at or below it. Each table's text says what a row measures, and whether "
+             "fast_litellm's pool ran its reaper (background cleanup) meanwhile.", ""]
     lines += pool_lines(results)
     lines += transport_lines(transports, server_note)
     lines += http2_lines(transports)

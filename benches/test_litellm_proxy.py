@@ -35,6 +35,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent / "demo"))
 
 from local_server import LLMServer  # noqa: E402
+from percentiles import nearest_rank  # noqa: E402
 
 LITELLM_CLI = Path(sys.executable).with_name("litellm")
 PROXY_MODULES = ["fastapi", "uvicorn", "orjson", "apscheduler", "backoff", "multipart", "jwt", "prometheus_client"]
@@ -143,7 +144,7 @@ def merge(rounds: list) -> dict:
     merged = {k: sum(r[k] for r in rounds) for k in ("requests", "seconds", "connections", "backend_requests",
                                                       "backend_429", "backend_cut")}
     merged.update(rps=merged["requests"] / merged["seconds"], p50_ms=statistics.median(latencies),
-                  p99_ms=latencies[max(0, int(len(latencies) * 0.99) - 1)], outcomes=outcomes,
+                  p99_ms=nearest_rank(latencies, 99), outcomes=outcomes,
                   rounds_rps=[round(r["rps"], 1) for r in rounds])
     return merged
 

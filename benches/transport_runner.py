@@ -12,6 +12,8 @@ import sys
 import threading
 import time
 
+from percentiles import nearest_rank
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 PAYLOAD = {"model": "gpt-bench", "messages": [{"role": "user", "content": "Hello!"}]}
@@ -52,7 +54,7 @@ def summarize(latencies, wall, cpu):
         "requests": n,
         "rps": n / wall,
         "p50_ms": statistics.median(latencies) * 1e3,
-        "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1e3,
+        "p99_ms": nearest_rank(latencies, 99) * 1e3,
         "cpu_ms_per_request": cpu / n * 1e3,
     }
 

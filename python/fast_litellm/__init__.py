@@ -1,9 +1,10 @@
-"""fast_litellm: a real, fast, observable HTTP connection pool for LiteLLM, written in Rust.
+"""fast_litellm's public face: the names it exports, what importing it does, its after-fork step.
 
-The pool and the HTTP engine live in the Rust extension ``fast_litellm._core``; this package
-re-exports the pool API, adds httpx transports over it (``HTTPTransport``,
-``AsyncHTTPTransport``), and on import routes LiteLLM's HTTP traffic through them
-(``status()``, ``uninstall()``; ``FAST_LITELLM_DISABLE=1`` opts out).
+A real, fast, observable HTTP connection pool for LiteLLM, written in Rust. The pool and the HTTP
+engine live in the Rust extension ``fast_litellm._core``; this package re-exports the pool API,
+adds httpx transports over it (``HTTPTransport``, ``AsyncHTTPTransport``), and on import routes
+LiteLLM's HTTP traffic through them (``status()``, ``uninstall()``; ``FAST_LITELLM_DISABLE=1``
+opts out).
 """
 
 import os as _os
@@ -23,7 +24,7 @@ from fast_litellm._core import (
     remove_connection,
     return_connection,
 )
-from fast_litellm import _core
+from fast_litellm import _core, _metrics
 from fast_litellm._loops import forget_bridges
 from fast_litellm._transport import CONNECTION_ID, AsyncHTTPTransport, HTTPTransport
 from fast_litellm._litellm import install, status, uninstall
@@ -55,13 +56,23 @@ __all__ = [
 ]
 
 
-
 def _after_fork_in_child() -> None:
-    # A forked child must not share (or wait on locks of) the parent's pools and runtime.
+    """Every part's after-fork step, in one place. A forked child holds a copy of the parent's
+    memory but only the thread that forked: it must not share the parent's sockets and
+    descriptors, nor wait on a lock that a parent thread held at the fork (that thread is not
+    here to release it). In this order:"""
+    # 1. Pools and runtime: empty pools of the same names, and a tokio runtime of the child's own
+    #    (the parent's worker threads are gone; its connections are the parent's).
     _core._reset_after_fork()
+    # 2. Event-loop bridges: their eventfds are shared with the parent; a loop used in the child
+    #    gets a bridge of its own.
     forget_bridges()
+    # 3. Metrics: the multiprocess writer's thread is gone; it restarts, counting from zero.
+    #    After 1: it reads the pools, which must be the child's by then.
+    _metrics.after_fork_in_child()
 
 
+# The only os.register_at_fork of the package.
 _os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # The promise of the package: imported before (or after) litellm, LiteLLM's HTTP traffic goes

@@ -1,4 +1,4 @@
-"""``python -m fast_litellm status`` / ``python -m fast_litellm check URL`` (see _cli.py)."""
+"""The ``python -m fast_litellm`` entry point: ``status`` / ``check URL``, run by _cli.py."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""``python -m fast_litellm``: what is in effect, and one check of an endpoint.
+"""The command line, ``python -m fast_litellm``: what is in effect, and one check of an endpoint.
 
     python -m fast_litellm status [--json]
         The hooks LiteLLM gets in this environment (LiteLLM is imported), its version against

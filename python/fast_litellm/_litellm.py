@@ -1,4 +1,5 @@
-"""Routes LiteLLM's HTTP traffic through fast_litellm's transports, reversibly.
+"""The hooks into LiteLLM: install and uninstall them (LiteLLM's HTTP traffic through fast_litellm's
+transports, reversibly), and status().
 
 Four hook points together carry every request LiteLLM 1.110 sends (see docs/litellm.md):
 
@@ -26,8 +27,6 @@ the import machinery's module lock, so an import under it could deadlock two thr
 from __future__ import annotations
 
 import asyncio
-import importlib.abc
-import importlib.machinery
 import logging
 import os
 import ssl
@@ -39,6 +38,7 @@ from typing import Any, NamedTuple, Optional
 import httpx
 
 from fast_litellm import _core
+from fast_litellm._after_import import AfterImport
 from fast_litellm._transport import AsyncHTTPTransport, HTTPTransport
 
 logger = logging.getLogger("fast_litellm")
@@ -259,7 +259,7 @@ class _Integration:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.installed = False
-        self.finder: Optional[_LiteLLMFinder] = None
+        self.finder: Optional[AfterImport] = None
         self.originals: dict[str, Any] = {}
         self.hooks: dict[str, str] = {}
         self.warnings: list[str] = []
@@ -433,17 +433,22 @@ def _replace(owner: Any, owner_name: str, name: str, value: Any) -> None:
     setattr(owner, name, value)
 
 
+def _hook_point_present(owner: Any, owner_name: str, name: str, kind: str) -> bool:
+    """Whether LiteLLM's handler class ``owner`` defines the transport factory ``name``; when it
+    does not, says so (a warning, and the hook's entry in status())."""
+    if owner is not None and name in getattr(owner, "__dict__", {}):
+        return True
+    _state.warn(f"this LiteLLM version has no {owner_name}.{name}: LiteLLM's {kind} handlers keep their own "
+                "transport")
+    _state.hooks[f"{owner_name}.{name}"] = "missing in this LiteLLM"
+    return False
+
+
 def _patch_handler_module(module: Any) -> None:
     """Replaces the transport factories of LiteLLM's async handler (both of its names) and of
     its sync handler."""
     handler = getattr(module, "AsyncHTTPHandler", None)
-    if handler is None or "create_async_transport" not in getattr(handler, "__dict__", {}):
-        _state.warn(
-            "this LiteLLM version has no AsyncHTTPHandler.create_async_transport: LiteLLM's "
-            "async handlers keep their own transport"
-        )
-        _state.hooks["AsyncHTTPHandler.create_async_transport"] = "missing in this LiteLLM"
-    else:
+    if _hook_point_present(handler, "AsyncHTTPHandler", "create_async_transport", "async"):
         original_async = handler.__dict__["create_async_transport"]
 
         def create_async_transport(ssl_context: Any = None, ssl_verify: Any = None, shared_session: Any = None,
@@ -473,12 +478,7 @@ def _patch_handler_module(module: Any) -> None:
         _state.hooks["AsyncHTTPHandler.create_async_transport"] = "fast_litellm"
 
     sync_handler = getattr(module, "HTTPHandler", None)
-    if sync_handler is None or "_create_sync_transport" not in getattr(sync_handler, "__dict__", {}):
-        _state.warn(
-            "this LiteLLM version has no HTTPHandler._create_sync_transport: LiteLLM's sync "
-            "handlers keep their own transport"
-        )
-        _state.hooks["HTTPHandler._create_sync_transport"] = "missing in this LiteLLM"
+    if not _hook_point_present(sync_handler, "HTTPHandler", "_create_sync_transport", "sync"):
         return
     original_sync = sync_handler.__dict__["_create_sync_transport"]
 
@@ -593,43 +593,26 @@ def _check_litellm_version() -> None:
                     "request counters once")
 
 
-class _LiteLLMFinder(importlib.abc.MetaPathFinder):
+def _patch_as_it_loads(finder: AfterImport, fullname: str, module: Any) -> None:
     """Patches LiteLLM as it loads: the handler module right after its own code runs (before
     LiteLLM builds handlers with it), the package once its ``__init__`` has run."""
+    clients = _shared_clients() if fullname != HANDLER_MODULE else ()
+    # No import below, while holding the lock (this runs inside the import machinery).
+    with _state.lock:
+        if not _state.installed:
+            return
+        if fullname == HANDLER_MODULE:
+            _patch_handler_module(module)
+        else:
+            _patch_litellm_module(module, clients)
+        finder.names.discard(fullname)
+        if not finder.names:
+            _stop_waiting(finder)
 
-    def __init__(self, waiting_for: set) -> None:
-        self.waiting_for = waiting_for
 
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname not in self.waiting_for:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return None
-        original_exec = spec.loader.exec_module
-
-        def exec_module(module: Any) -> None:
-            original_exec(module)
-            clients = _shared_clients() if fullname != HANDLER_MODULE else ()
-            # No import below, while holding the lock (this runs inside the import machinery).
-            with _state.lock:
-                if not _state.installed:
-                    return
-                if fullname == HANDLER_MODULE:
-                    _patch_handler_module(module)
-                else:
-                    _patch_litellm_module(module, clients)
-                self.waiting_for.discard(fullname)
-                if not self.waiting_for:
-                    self.remove()
-
-        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
-        return spec
-
-    def remove(self) -> None:
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
-        _state.finder = None
+def _stop_waiting(finder: AfterImport) -> None:
+    finder.remove()
+    _state.finder = None
 
 
 def install() -> bool:
@@ -656,7 +639,7 @@ def install() -> bool:
         else:
             waiting_for.add("litellm")
         if waiting_for:
-            _state.finder = _LiteLLMFinder(waiting_for)
+            _state.finder = AfterImport(waiting_for, _patch_as_it_loads)
             sys.meta_path.insert(0, _state.finder)
     from fast_litellm import _metrics
 
@@ -675,7 +658,7 @@ def uninstall() -> None:
             return
         _state.installed = False
         if _state.finder is not None:
-            _state.finder.remove()
+            _stop_waiting(_state.finder)
         handler_module = sys.modules.get(HANDLER_MODULE)
         litellm = sys.modules.get("litellm")
         owners = {

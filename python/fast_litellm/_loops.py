@@ -1,4 +1,5 @@
-"""Where the Rust runtime hands results to async Python: one bridge per event loop.
+"""The event loops' side of async requests: one bridge per asyncio loop or trio run, through which
+the Rust runtime hands results to Python, and the futures they are set on.
 
 A bridge (``_core.LoopBridge``) queues results from the runtime's threads and wakes the loop
 through an eventfd the loop watches; the loop then sets them on their futures, many per
@@ -23,34 +24,61 @@ from fast_litellm import _core
 _running_library = sniffio.thread_local
 logger = logging.getLogger("fast_litellm")
 
-# One bridge per event loop: results from the Rust runtime reach the loop through it.
-_bridges: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = weakref.WeakKeyDictionary()
+# One bridge per asyncio event loop, held only by that loop: its reader (a _Reader, registered
+# with loop.add_reader) holds the bridge, and this module holds neither strongly. Why: a bridge
+# can hold results not yet set on their futures when its loop ends (they arrived after the
+# loop's last poll), and those futures refer to the loop; a strong reference here would keep an
+# ended loop alive through them (the garbage collector cannot see inside the Rust bridge). An
+# asyncio loop drops its readers when it is closed, and with them the bridge and its eventfd.
+# Keyed by id(loop): a live reader holds its loop, so the id names that loop while the entry lives.
+_readers: "weakref.WeakValueDictionary[int, _Reader]" = weakref.WeakValueDictionary()
 _lock = threading.Lock()
-# The last (loop, bridge) looked up, replaced as one reference: the common case is one loop.
-# The loop is held weakly, so a closed loop is not kept alive by it.
-_last_bridge: tuple = (lambda: None, None)
+
+
+class _Reader:
+    """What the loop calls when its bridge's descriptor is readable; it holds the bridge."""
+
+    __slots__ = ("loop", "bridge", "__weakref__")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.bridge = _core.LoopBridge()
+
+    def __call__(self) -> None:
+        self.bridge.deliver_ready()
+
+
+def _no_reader() -> None:
+    return None
+
+
+# The reader looked up last, replaced as one reference: the common case is one loop, whose
+# bridge is then found with one weak-reference call.
+_last_reader: Any = _no_reader
 
 
 def _asyncio_bridge(loop: asyncio.AbstractEventLoop) -> Any:
-    global _last_bridge
-    last_loop, bridge = _last_bridge
-    if last_loop() is loop:
-        return bridge
+    global _last_reader
+    reader = _last_reader()
+    if reader is not None and reader.loop is loop:
+        return reader.bridge
     with _lock:
-        bridge = _bridges.get(loop)
-        if bridge is None:
-            bridge = _core.LoopBridge()
-            loop.add_reader(bridge.fileno(), bridge.drain)
-            _bridges[loop] = bridge
-    _last_bridge = (weakref.ref(loop), bridge)
-    return bridge
+        reader = _readers.get(id(loop))
+        if reader is None:
+            reader = _Reader(loop)
+            loop.add_reader(reader.bridge.fileno(), reader)
+            _readers[id(loop)] = reader
+    _last_reader = weakref.ref(reader)
+    return reader.bridge
 
 
 def forget_bridges() -> None:
-    """In a forked child: the parent's loops and their descriptors are not ours."""
-    global _last_bridge
-    _bridges.clear()
-    _last_bridge = (lambda: None, None)
+    """In a forked child: the parent's loops and their descriptors are not ours, and its lock
+    may have been held by a parent thread at the fork."""
+    global _last_reader, _lock
+    _lock = threading.Lock()
+    _readers.clear()
+    _last_reader = _no_reader
 
 
 # Under trio the bridge is the same; the future is a parked trio task, and a system task of
@@ -93,7 +121,7 @@ async def _serve_trio_bridge(bridge: Any) -> None:
         while True:
             await trio.lowlevel.wait_readable(fd)
             try:
-                bridge.drain()
+                bridge.deliver_ready()
             except Exception:  # an error here must not end the user's trio run
                 logger.exception("fast_litellm: handing results to trio failed")
     finally:

@@ -1,4 +1,4 @@
-"""fast_litellm's figures in prometheus_client's default registry (``fast_litellm[prometheus]``).
+"""The Prometheus export: fast_litellm's figures in prometheus_client (``fast_litellm[prometheus]``).
 
 Read from the pools' and transports' counters when Prometheus scrapes, never on the request
 path. Labels are the pool's name and the endpoint's origin (``scheme://host:port``), nothing
@@ -18,8 +18,6 @@ you): importing fast_litellm does not import it. ``FAST_LITELLM_METRICS=0`` turn
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import logging
 import os
 import sys
@@ -27,6 +25,7 @@ import threading
 from typing import Any, Iterator, Optional
 
 from fast_litellm import _core
+from fast_litellm._after_import import AfterImport
 
 logger = logging.getLogger("fast_litellm")
 
@@ -264,7 +263,7 @@ class _Exporter:
         self.writer: Optional[MultiprocessWriter] = None
         self.thread: Optional[threading.Thread] = None
         self.stop = threading.Event()
-        self.finder: Optional[_AfterImport] = None
+        self.finder: Optional[AfterImport] = None
         self.error: Optional[str] = None
 
     def start(self) -> None:
@@ -343,33 +342,9 @@ class _Exporter:
 _exporter = _Exporter()
 
 
-class _AfterImport(importlib.abc.MetaPathFinder):
-    """Calls ``then()`` right after ``name`` has been imported (by anyone)."""
-
-    def __init__(self, name: str, then: Any) -> None:
-        self.name = name
-        self.then = then
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != self.name:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return None
-        original_exec = spec.loader.exec_module
-        finder = self
-
-        def exec_module(module: Any) -> None:
-            original_exec(module)
-            finder.remove()
-            finder.then()
-
-        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
-        return spec
-
-    def remove(self) -> None:
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)
+def _prometheus_client_loaded(finder: AfterImport, name: str, module: Any) -> None:
+    finder.remove()
+    _exporter.start()
 
 
 def install() -> None:
@@ -382,7 +357,7 @@ def install() -> None:
         _exporter.wanted = True
         loaded = "prometheus_client" in sys.modules
         if not loaded:
-            _exporter.finder = _AfterImport("prometheus_client", _exporter.start)
+            _exporter.finder = AfterImport(["prometheus_client"], _prometheus_client_loaded)
             sys.meta_path.insert(0, _exporter.finder)
     if loaded:
         _exporter.start()
@@ -405,4 +380,7 @@ def state() -> dict:
     return {"prometheus": how, "error": _exporter.error}
 
 
-os.register_at_fork(after_in_child=_exporter.after_fork_in_child)
+
+def after_fork_in_child() -> None:
+    """The metrics' after-fork step (fast_litellm/__init__.py runs every part's, in order)."""
+    _exporter.after_fork_in_child()

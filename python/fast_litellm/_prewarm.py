@@ -1,6 +1,7 @@
-"""Warm connections before they are needed: ``prewarm`` / ``aprewarm`` for an endpoint, with the
-TLS and HTTP settings LiteLLM's requests will use, ``prewarm_deployments`` for a model list, and
-``FAST_LITELLM_PREWARM`` at start-up.
+"""Prewarming: connections opened before they are needed.
+
+``prewarm`` / ``aprewarm`` for an endpoint, with the TLS and HTTP settings LiteLLM's requests will
+use, ``prewarm_deployments`` for a model list, and ``FAST_LITELLM_PREWARM`` at start-up.
 
 On a real network a new connection costs a name lookup, a TCP and a TLS handshake: one to three
 round trips before the first byte of a request. Opened ahead, a first burst of calls finds them

@@ -1,4 +1,4 @@
-"""LiteLLM Proxy: turn fast_litellm on with one line of config, in every worker.
+"""The LiteLLM Proxy callback: turns fast_litellm on with one line of config, in every worker.
 
 .. code-block:: yaml
 

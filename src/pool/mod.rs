@@ -12,7 +12,7 @@ mod stats;
 mod waiter;
 
 pub use clock::{Clock, ManualClock, Nanos, SystemClock};
-pub use endpoint::{Endpoint, EndpointError, Scheme, MAX_ENDPOINT_LEN};
+pub use endpoint::{Endpoint, EndpointError, Scheme, Via, MAX_ENDPOINT_LEN};
 pub use settings::{seconds, Settings, SettingsError};
 pub use stats::{CloseReason, Counters, EndpointCounts, Histogram, HistogramSnapshot, PoolStats, BUCKET_BOUNDS};
 pub use waiter::Ticket;
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 use waiter::Waiter;
 
-/// How many distinct endpoint strings a pool remembers (see [`Pool::route_str`]).
+/// How many distinct endpoint strings a pool remembers (see [`Pool::endpoint_ref_str`]).
 const MAX_REMEMBERED_ORIGINS: usize = 1024;
 
 /// What a slot holds. The pool asks one question of it: is it still usable?
@@ -111,12 +111,34 @@ impl fmt::Debug for ConnId {
     }
 }
 
-/// One pooled connection: its name, its age, and the connection itself once opened.
+/// One pooled connection: its name, its age, the connection itself once opened, and its place
+/// under `max_connections`. Fields drop in order: the connection closes before the place is
+/// given back, so a server never sees more connections than the limits allow.
 struct Slot<C> {
     id: ConnId,
     created: Nanos,
     idle_since: Nanos,
     conn: Option<C>,
+    _counted: Reservation,
+}
+
+/// A connection counted against `max_connections`: taken (if there is room) when a slot is
+/// made, given back when the slot is dropped. A token rather than hand-matched decrements at
+/// every place a slot closes: a forgotten one cannot compile away.
+#[must_use]
+struct Reservation(Arc<AtomicUsize>);
+
+impl Reservation {
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Reservation> {
+        open.fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Reservation(open.clone()))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
 }
 
 impl<C: Connection> Slot<C> {
@@ -124,11 +146,9 @@ impl<C: Connection> Slot<C> {
         self.conn.as_ref().is_none_or(Connection::is_open)
     }
 
-    /// Closes the connection itself (for a real one: its socket) now. Called before the slot
-    /// stops counting toward the limits, so a server never sees more connections than they
-    /// allow.
-    fn shut(mut self) -> ShutSlot {
-        self.conn = None;
+    /// Closes the connection itself (for a real one: its socket), then gives its place under
+    /// `max_connections` back; only the id is left to forget.
+    fn shut(self) -> ShutSlot {
         ShutSlot(self.id)
     }
 }
@@ -138,17 +158,17 @@ impl<C: Connection> Slot<C> {
 struct ShutSlot(ConnId);
 
 /// The connections of one endpoint.
-struct Host<C: Connection> {
+struct EndpointSlots<C: Connection> {
     endpoint: Endpoint,
     per_endpoint: C::PerEndpoint,
-    state: Mutex<HostState<C>>,
-    /// Set (under `state`'s lock) when cleanup removes this empty host from the map; whoever
+    state: Mutex<SlotState<C>>,
+    /// Set (under `state`'s lock) when cleanup removes this empty entry from the map; whoever
     /// still holds it looks the endpoint up again. An atomic so that forgetting remembered
     /// origins never waits behind a checkout.
     retired: AtomicBool,
 }
 
-struct HostState<C> {
+struct SlotState<C> {
     /// Most recently used at the back: checkout pops the back, expiry trims the front.
     idle: VecDeque<Slot<C>>,
     /// Checked-out connections: leased, being opened, or parked below.
@@ -156,11 +176,11 @@ struct HostState<C> {
     /// Checked out through the id API: the slot waits here, under this lock, for its id.
     parked: FxHashMap<SlotKey, Slot<C>>,
     /// Checkouts that reused an idle connection. Counted here, under the lock already held,
-    /// rather than in a shared atomic; added to the pool's counters when the host is retired.
+    /// rather than in a shared atomic; added to the pool's counters when the entry is retired.
     reused: u64,
 }
 
-impl<C: Connection> HostState<C> {
+impl<C: Connection> SlotState<C> {
     /// The slot parked under exactly this id (not an earlier checkout of the same slot).
     fn unpark(&mut self, id: ConnId) -> Option<Slot<C>> {
         match self.parked.entry(id.slot_key()) {
@@ -171,9 +191,9 @@ impl<C: Connection> HostState<C> {
 }
 
 /// An endpoint's place in a pool: looked up once, used for many checkouts.
-pub struct Route<C: Connection>(Arc<Host<C>>);
+pub struct EndpointRef<C: Connection>(Arc<EndpointSlots<C>>);
 
-impl<C: Connection> Route<C> {
+impl<C: Connection> EndpointRef<C> {
     pub fn endpoint(&self) -> &Endpoint {
         &self.0.endpoint
     }
@@ -184,21 +204,21 @@ impl<C: Connection> Route<C> {
     }
 }
 
-impl<C: Connection> Clone for Route<C> {
+impl<C: Connection> Clone for EndpointRef<C> {
     fn clone(&self) -> Self {
-        Route(self.0.clone())
+        EndpointRef(self.0.clone())
     }
 }
 
-impl<C: Connection> fmt::Debug for Route<C> {
+impl<C: Connection> fmt::Debug for EndpointRef<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Route({})", self.0.endpoint)
+        write!(f, "EndpointRef({})", self.0.endpoint)
     }
 }
 
 /// Why a non-blocking checkout found nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Full {
+pub enum AtLimit {
     /// `max_connections_per_endpoint` connections of this endpoint are open.
     Endpoint,
     /// `max_connections` connections are open and none of them is idle.
@@ -211,23 +231,36 @@ pub struct WaitTimeout;
 
 /// The pool's state, shared by its handles, leases, tickets and reaper.
 ///
-/// Lock order: a thread holding one of these takes only those after it:
-/// `waiters` → a waiter's `state` → `retire` → an `origins` shard → an `ids` shard → a `hosts`
-/// shard → one endpoint's `state` (never two endpoints' at once). A connection is shut (its
-/// socket closed) before its slot stops counting (for an idle one: under its endpoint's lock);
-/// its id is forgotten in `ids` after that lock is released.
-struct Shared<C: Connection> {
+/// Lock order, the whole of it: a thread holding one of these locks takes only locks after it.
+/// 1. `waiters` (the queue);
+/// 2. a waiter's `state` (waiter.rs);
+/// 3. `retire`;
+/// 4. an `origins` shard, then an `ids` shard, then an `entries` shard (DashMap shards: one at
+///    a time, never held across a call that could take another);
+/// 5. one endpoint's `state` ([`EndpointSlots`]; never two endpoints' at once);
+/// 6. the layer above's per-endpoint locks (the HTTP engine's `Streams`, read by stats under
+///    an `entries` shard), which take no pool lock.
+///
+/// What the chain looks like in practice: serving the queue holds 1 and 2 while a checkout takes
+/// 5 (released), then an `ids` shard to index a new slot. Work that visits every endpoint
+/// (closing another endpoint's idle connection to make room) is never done under 1: the queue
+/// is served again after it. A connection is shut (its socket closed, then its place under
+/// `max_connections` given back: [`Reservation`]) before its slot stops counting toward its
+/// endpoint (for an idle one: under the endpoint's lock); its id is forgotten in `ids` after
+/// that lock is released.
+struct PoolState<C: Connection> {
     settings: LiveSettings,
     clock: Arc<dyn Clock>,
-    hosts: DashMap<Endpoint, Arc<Host<C>>, FxBuildHasher>,
+    entries: DashMap<Endpoint, Arc<EndpointSlots<C>>, FxBuildHasher>,
     /// Endpoint strings seen before, so the hot path skips parsing. Only strings that are bare
     /// origins (nothing that parsing would drop, so nothing secret) are remembered.
-    origins: DashMap<Box<str>, Route<C>, FxBuildHasher>,
+    origins: DashMap<Box<str>, EndpointRef<C>, FxBuildHasher>,
     /// Every live connection's endpoint, by slot: written when a connection opens or closes,
     /// only read on the hot path.
-    ids: DashMap<SlotKey, Arc<Host<C>>, FxBuildHasher>,
-    /// Connections counted against `max_connections` (active, opening and idle).
-    open: AtomicUsize,
+    ids: DashMap<SlotKey, Arc<EndpointSlots<C>>, FxBuildHasher>,
+    /// Connections counted against `max_connections` (active, opening and idle): one
+    /// [`Reservation`] each.
+    open: Arc<AtomicUsize>,
     /// First come, first served. Touched only while `waiting > 0` or by a checkout that queues.
     waiters: Mutex<VecDeque<Arc<Waiter<C>>>>,
     waiting: AtomicUsize,
@@ -242,7 +275,7 @@ struct Shared<C: Connection> {
 
 /// A connection pool. Cloning gives another handle to the same pool.
 pub struct Pool<C: Connection> {
-    shared: Arc<Shared<C>>,
+    shared: Arc<PoolState<C>>,
 }
 
 impl<C: Connection> Clone for Pool<C> {
@@ -271,13 +304,13 @@ impl<C: Connection> Pool<C> {
     pub fn with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Pool<C>, SettingsError> {
         settings.validate()?;
         let pool = Pool {
-            shared: Arc::new(Shared {
+            shared: Arc::new(PoolState {
                 settings: LiveSettings::new(&settings),
                 clock,
-                hosts: DashMap::default(),
+                entries: DashMap::default(),
                 origins: DashMap::default(),
                 ids: DashMap::default(),
-                open: AtomicUsize::new(0),
+                open: Arc::new(AtomicUsize::new(0)),
                 waiters: Mutex::new(VecDeque::new()),
                 waiting: AtomicUsize::new(0),
                 counters: AtomicCounters::default(),
@@ -305,51 +338,51 @@ impl<C: Connection> Pool<C> {
         Ok(())
     }
 
-    /// The route to an endpoint, for the checkouts below.
-    pub fn route(&self, endpoint: &Endpoint) -> Route<C> {
-        Route(self.shared.host(endpoint))
+    /// The reference to an endpoint's slots, for the checkouts below.
+    pub fn endpoint_ref(&self, endpoint: &Endpoint) -> EndpointRef<C> {
+        EndpointRef(self.shared.entry(endpoint))
     }
 
-    /// The route to an endpoint given as a URL string. Bare origins (strings with nothing that
+    /// The reference to an endpoint's slots, from a URL string. Bare origins (strings with nothing that
     /// parsing drops, so nothing secret) are remembered, and the next lookup skips parsing.
-    pub fn route_str(&self, input: &str) -> Result<Route<C>, EndpointError> {
-        self.with_route_str(input, Route::clone)
+    pub fn endpoint_ref_str(&self, input: &str) -> Result<EndpointRef<C>, EndpointError> {
+        self.with_endpoint_ref_str(input, EndpointRef::clone)
     }
 
-    /// [`Pool::route_str`] without the reference counting of an owned route (the id API's hot
+    /// [`Pool::endpoint_ref_str`] without the reference counting of an owned reference (the id API's hot
     /// path).
-    pub fn with_route_str<R>(&self, input: &str, f: impl FnOnce(&Route<C>) -> R) -> Result<R, EndpointError> {
-        if let Some(route) = self.shared.origins.get(input) {
-            return Ok(f(&route));
+    pub fn with_endpoint_ref_str<R>(&self, input: &str, f: impl FnOnce(&EndpointRef<C>) -> R) -> Result<R, EndpointError> {
+        if let Some(endpoint_ref) = self.shared.origins.get(input) {
+            return Ok(f(&endpoint_ref));
         }
-        let route = Route(self.shared.host(&Endpoint::parse(input)?));
+        let endpoint_ref = EndpointRef(self.shared.entry(&Endpoint::parse(input)?));
         if Endpoint::is_bare_origin(input) && self.shared.origins.len() < MAX_REMEMBERED_ORIGINS {
-            self.shared.origins.insert(input.into(), route.clone());
+            self.shared.origins.insert(input.into(), endpoint_ref.clone());
         }
-        Ok(f(&route))
+        Ok(f(&endpoint_ref))
     }
 
     /// Takes a connection without waiting: the most recently used healthy idle one of the
     /// endpoint, else a new slot if the limits allow (its connection is opened by the caller).
-    pub fn try_get(&self, route: &Route<C>) -> Result<Lease<C>, Full> {
-        self.shared.try_get(&route.0)
+    pub fn try_get(&self, endpoint_ref: &EndpointRef<C>) -> Result<Lease<C>, AtLimit> {
+        self.shared.try_get(&endpoint_ref.0, Evict::Allowed)
     }
 
     /// Takes a connection, or queues for one (first come, first served). The [`Ticket`] is
     /// waited on with [`Ticket::wait_until`] or awaited as a future; dropping it leaves the queue.
-    pub fn get_or_queue(&self, route: &Route<C>) -> Result<Lease<C>, Ticket<C>> {
+    pub fn get_or_queue(&self, endpoint_ref: &EndpointRef<C>) -> Result<Lease<C>, Ticket<C>> {
         // With others already queued, a newcomer goes behind them instead of taking first.
         if self.shared.waiting.load(SeqCst) == 0 {
-            if let Ok(lease) = self.shared.try_get(&route.0) {
+            if let Ok(lease) = self.shared.try_get(&endpoint_ref.0, Evict::Allowed) {
                 return Ok(lease);
             }
         }
-        Waiter::enqueue(&self.shared, route.0.clone())
+        Waiter::enqueue(&self.shared, endpoint_ref.0.clone())
     }
 
     /// Takes a connection, blocking the thread until one frees up or `timeout` passes.
-    pub fn wait(&self, route: &Route<C>, timeout: Option<Duration>) -> Result<Lease<C>, WaitTimeout> {
-        match self.get_or_queue(route) {
+    pub fn wait(&self, endpoint_ref: &EndpointRef<C>, timeout: Option<Duration>) -> Result<Lease<C>, WaitTimeout> {
+        match self.get_or_queue(endpoint_ref) {
             Ok(lease) => Ok(lease),
             Err(mut ticket) => ticket.wait_until(timeout.map(|t| Instant::now() + t)).ok_or_else(|| {
                 self.record_wait_timeout();
@@ -360,18 +393,19 @@ impl<C: Connection> Pool<C> {
 
     /// Like [`Pool::try_get`], for callers that hold ids instead of leases: the connection is
     /// parked under its id until [`Pool::return_by_id`] or [`Pool::remove_by_id`].
-    pub fn try_get_id(&self, route: &Route<C>) -> Result<ConnId, Full> {
-        match self.shared.take(&route.0, Take::Park)? {
-            Taken::Parked(id) => Ok(id),
-            Taken::Leased(..) => unreachable!("take parks when asked to"),
-        }
+    pub fn try_get_id(&self, endpoint_ref: &EndpointRef<C>) -> Result<ConnId, AtLimit> {
+        self.shared.take(&endpoint_ref.0, Evict::Allowed, |st, _, slot, _| {
+            let id = slot.id;
+            st.parked.insert(id.slot_key(), slot);
+            id
+        })
     }
 
     /// Parks a lease under its id (see [`Pool::try_get_id`]).
     pub fn check_out_by_id(&self, mut lease: Lease<C>) -> ConnId {
         let slot = lease.slot.take().expect("a lease holds its slot until it ends");
         let id = slot.id;
-        lease.host.state.lock().parked.insert(id.slot_key(), slot);
+        lease.entry.state.lock().parked.insert(id.slot_key(), slot);
         id
     }
 
@@ -379,17 +413,17 @@ impl<C: Connection> Pool<C> {
     /// holds it (it stays active), and the lease ending puts it back under the same id. `None`
     /// if the id is not checked out, or is lent already (one request at a time).
     pub fn lend_parked(&self, id: ConnId) -> Option<Lease<C>> {
-        let host = self.shared.ids.get(&id.slot_key())?.clone();
-        let slot = host.state.lock().unpark(id)?;
+        let entry = self.shared.ids.get(&id.slot_key())?.clone();
+        let slot = entry.state.lock().unpark(id)?;
         let reused = slot.conn.is_some();
-        Some(Lease { slot: Some(slot), host, pool: self.shared.clone(), reused, home: Home::Parked })
+        Some(Lease { slot: Some(slot), entry, pool: self.shared.clone(), reused, home: Home::Parked })
     }
 
     /// True if the id is checked out (or idle since) and its connection has been opened.
     pub fn is_connected(&self, id: ConnId) -> bool {
         self.shared
-            .with_host_of(id, |host| {
-                let st = host.state.lock();
+            .with_entry_of(id, |entry| {
+                let st = entry.state.lock();
                 let parked = st.parked.get(&id.slot_key()).filter(|s| s.id == id);
                 Some(parked.or_else(|| st.idle.iter().find(|s| s.id == id))?.conn.is_some())
             })
@@ -399,8 +433,8 @@ impl<C: Connection> Pool<C> {
     /// Returns a connection checked out by id. False (and nothing changes) if the id is not
     /// checked out: never checked out, already returned, removed, or an earlier checkout's.
     pub fn return_by_id(&self, id: ConnId) -> bool {
-        let returned = self.shared.with_host_of(id, |host| {
-            let mut st = host.state.lock();
+        let returned = self.shared.with_entry_of(id, |entry| {
+            let mut st = entry.state.lock();
             let slot = st.unpark(id)?;
             Some(self.shared.check_in_locked(&mut st, slot))
         });
@@ -419,8 +453,8 @@ impl<C: Connection> Pool<C> {
     /// Closes a connection, checked out under this id or idle since. False if there is no such
     /// connection (or it is leased, or checked out again since: its holder decides).
     pub fn remove_by_id(&self, id: ConnId) -> bool {
-        let removed = self.shared.with_host_of(id, |host| {
-            let mut st = host.state.lock();
+        let removed = self.shared.with_entry_of(id, |entry| {
+            let mut st = entry.state.lock();
             if let Some(slot) = st.unpark(id) {
                 let shut = slot.shut();
                 st.active -= 1;
@@ -431,7 +465,6 @@ impl<C: Connection> Pool<C> {
         });
         match removed {
             Some(shut) => {
-                self.shared.open.fetch_sub(1, SeqCst);
                 self.shared.forget(shut, CloseReason::Removed);
                 self.shared.serve_waiters_if_any();
                 true
@@ -445,8 +478,8 @@ impl<C: Connection> Pool<C> {
     pub fn is_healthy(&self, id: ConnId) -> bool {
         let now = self.shared.clock.now();
         self.shared
-            .with_host_of(id, |host| {
-                let st = host.state.lock();
+            .with_entry_of(id, |entry| {
+                let st = entry.state.lock();
                 if let Some(slot) = st.parked.get(&id.slot_key()).filter(|s| s.id == id) {
                     return Some(slot.is_open() && self.shared.expiry(slot, now, false).is_none());
                 }
@@ -468,7 +501,7 @@ impl<C: Connection> Pool<C> {
 
     /// `look` applied to what the layer above keeps for each endpoint, by origin.
     pub fn per_endpoint<R>(&self, look: impl Fn(&C::PerEndpoint) -> R) -> Vec<(String, R)> {
-        self.shared.hosts.iter().map(|entry| (entry.key().to_string(), look(&entry.value().per_endpoint))).collect()
+        self.shared.entries.iter().map(|entry| (entry.key().to_string(), look(&entry.value().per_endpoint))).collect()
     }
 
     /// Counts a queued checkout that gave up (for callers that time out a [`Ticket`] future).
@@ -497,41 +530,36 @@ enum CheckedIn {
     Closed(ShutSlot, CloseReason),
 }
 
-/// A slot taken by a checkout.
-enum Taken<C: Connection> {
-    /// For a lease: the slot, and whether it is a reused connection.
-    Leased(Arc<Host<C>>, Slot<C>, bool),
-    /// Checked out by id: the slot stays parked under its endpoint's lock.
-    Parked(ConnId),
-}
-
-enum Attempt<C: Connection> {
-    Got(Taken<C>, Option<ConnId>),
-    Full(Full),
+/// What one look under an endpoint's lock found.
+enum Checkout<T> {
+    /// A slot, made into what the caller wanted; and its id, if the slot is new (indexed once
+    /// the lock is released).
+    Got(T, Option<ConnId>),
+    AtLimit(AtLimit),
+    /// Cleanup retired the endpoint's entry meanwhile: look it up again.
     Retired,
 }
 
-/// What a checkout wants.
+/// Whether a checkout at `max_connections` may close another endpoint's idle connection to make
+/// room. Not while the waiters lock is held: that visits every endpoint's lock.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Take {
-    /// A lease: an idle connection, else a new slot.
-    Lease,
-    /// The same, parked in the endpoint under its id.
-    Park,
+pub(crate) enum Evict {
+    Allowed,
+    NotHere,
 }
 
-impl<C: Connection> Shared<C> {
-    fn host(&self, endpoint: &Endpoint) -> Arc<Host<C>> {
-        if let Some(host) = self.hosts.get(endpoint) {
-            return host.clone();
+impl<C: Connection> PoolState<C> {
+    fn entry(&self, endpoint: &Endpoint) -> Arc<EndpointSlots<C>> {
+        if let Some(entry) = self.entries.get(endpoint) {
+            return entry.clone();
         }
-        self.hosts
+        self.entries
             .entry(endpoint.clone())
             .or_insert_with(|| {
-                Arc::new(Host {
+                Arc::new(EndpointSlots {
                     endpoint: endpoint.clone(),
                     per_endpoint: C::PerEndpoint::default(),
-                    state: Mutex::new(HostState {
+                    state: Mutex::new(SlotState {
                         idle: VecDeque::new(),
                         active: 0,
                         parked: FxHashMap::default(),
@@ -544,9 +572,9 @@ impl<C: Connection> Shared<C> {
     }
 
     /// Runs `f` on the endpoint of a live connection; `None` for an unknown id.
-    fn with_host_of<R>(&self, id: ConnId, f: impl FnOnce(&Host<C>) -> Option<R>) -> Option<R> {
-        let host = self.ids.get(&id.slot_key())?;
-        f(&host)
+    fn with_entry_of<R>(&self, id: ConnId, f: impl FnOnce(&EndpointSlots<C>) -> Option<R>) -> Option<R> {
+        let entry = self.ids.get(&id.slot_key())?;
+        f(&entry)
     }
 
     /// Why a slot must close now, if it must. `idle` slots also expire by idle time.
@@ -560,67 +588,71 @@ impl<C: Connection> Shared<C> {
         None
     }
 
-    fn try_get(self: &Arc<Self>, host: &Arc<Host<C>>) -> Result<Lease<C>, Full> {
-        match self.take(host, Take::Lease)? {
-            Taken::Leased(host, slot, reused) => Ok(Lease { slot: Some(slot), host, pool: self.clone(), reused, home: Home::Pool }),
-            Taken::Parked(_) => unreachable!("take parks only when asked to"),
-        }
+    pub(crate) fn try_get(self: &Arc<Self>, entry: &Arc<EndpointSlots<C>>, evict: Evict) -> Result<Lease<C>, AtLimit> {
+        let (entry, slot, reused) = self.take(entry, evict, |_, entry, slot, reused| (entry.clone(), slot, reused))?;
+        Ok(Lease { slot: Some(slot), entry, pool: self.clone(), reused, home: Home::Pool })
     }
 
-    /// A slot of this endpoint, counted as active: an idle one, or a new one within the limits.
-    fn take(&self, host: &Arc<Host<C>>, how: Take) -> Result<Taken<C>, Full> {
-        let mut fresh_host: Option<Arc<Host<C>>> = None;
+    /// A slot of this endpoint, counted as active: an idle one, or a new one within the limits,
+    /// handed to `keep` under the endpoint's lock (to lease it out, or park it under its id),
+    /// with whether it is a reused connection.
+    fn take<T, F>(&self, entry: &Arc<EndpointSlots<C>>, evict: Evict, keep: F) -> Result<T, AtLimit>
+    where
+        F: FnOnce(&mut SlotState<C>, &Arc<EndpointSlots<C>>, Slot<C>, bool) -> T,
+    {
+        let mut keep = Some(keep);
+        let mut fresh_entry: Option<Arc<EndpointSlots<C>>> = None;
         let mut evicted_once = false;
         loop {
-            let host = fresh_host.as_ref().unwrap_or(host);
-            let (attempt, closed) = self.take_once(host, how);
+            let entry = fresh_entry.as_ref().unwrap_or(entry);
+            let (found, closed) = self.take_once(entry, &mut keep);
             for (shut, reason) in closed {
                 self.forget(shut, reason);
             }
-            match attempt {
-                Attempt::Got(taken, new_id) => {
+            match found {
+                Checkout::Got(taken, new_id) => {
                     // Indexed after the endpoint's lock is released (see the lock order).
                     if let Some(id) = new_id {
-                        self.ids.insert(id.slot_key(), host.clone());
+                        self.ids.insert(id.slot_key(), entry.clone());
                     }
                     return Ok(taken);
                 }
-                Attempt::Retired => fresh_host = Some(self.host(&host.endpoint)),
-                Attempt::Full(Full::Pool) if !evicted_once && self.evict_idle_elsewhere(host) => {
+                Checkout::Retired => fresh_entry = Some(self.entry(&entry.endpoint)),
+                Checkout::AtLimit(AtLimit::Pool) if evict == Evict::Allowed && !evicted_once && self.evict_idle_elsewhere(entry) => {
                     evicted_once = true;
                 }
-                Attempt::Full(full) => return Err(full),
+                Checkout::AtLimit(at) => return Err(at),
             }
         }
     }
 
-    /// One try under the endpoint's lock. Also returns the idle slots closed on the way (dead,
-    /// expired, or above a lowered limit), whose ids are forgotten once the lock is released.
-    fn take_once(&self, host: &Arc<Host<C>>, how: Take) -> (Attempt<C>, Vec<(ShutSlot, CloseReason)>) {
+    /// One try under the endpoint's lock; `keep` is called (and taken) only if a slot is found.
+    /// Also returns the idle slots closed on the way (dead, expired, or above a lowered limit),
+    /// whose ids are forgotten once the lock is released.
+    fn take_once<T, F>(&self, entry: &Arc<EndpointSlots<C>>, keep: &mut Option<F>) -> (Checkout<T>, Vec<(ShutSlot, CloseReason)>)
+    where
+        F: FnOnce(&mut SlotState<C>, &Arc<EndpointSlots<C>>, Slot<C>, bool) -> T,
+    {
         let now = self.clock.now();
         let mut closed = Vec::new();
-        let mut st = host.state.lock();
-        if host.retired.load(SeqCst) {
-            return (Attempt::Retired, closed);
+        let mut st = entry.state.lock();
+        if entry.retired.load(SeqCst) {
+            return (Checkout::Retired, closed);
         }
         let max_here = self.settings.max_connections_per_endpoint();
         // Above a lowered limit, idle connections are closed (oldest first), not handed out.
         while st.active + st.idle.len() > max_here || self.open.load(SeqCst) > self.settings.max_connections() {
             let Some(slot) = st.idle.pop_front() else { break };
             closed.push((slot.shut(), CloseReason::Evicted));
-            self.open.fetch_sub(1, SeqCst);
         }
         if st.active >= max_here {
-            return (Attempt::Full(Full::Endpoint), closed);
+            return (Checkout::AtLimit(AtLimit::Endpoint), closed);
         }
         let mut reusable = None;
         while let Some(slot) = st.idle.pop_back() {
             let reason = if slot.is_open() { self.expiry(&slot, now, true) } else { Some(CloseReason::Unhealthy) };
             match reason {
-                Some(reason) => {
-                    closed.push((slot.shut(), reason));
-                    self.open.fetch_sub(1, SeqCst);
-                }
+                Some(reason) => closed.push((slot.shut(), reason)),
                 None => {
                     reusable = Some(slot);
                     break;
@@ -633,29 +665,19 @@ impl<C: Connection> Shared<C> {
                 slot.id = slot.id.next_checkout();
                 (slot, true)
             }
-            None if st.active + st.idle.len() >= max_here => return (Attempt::Full(Full::Endpoint), closed),
-            None if !self.reserve_one() => return (Attempt::Full(Full::Pool), closed),
-            None => {
-                self.counters.created();
-                (Slot { id: ConnId::new(), created: now, idle_since: now, conn: None }, false)
-            }
+            None if st.active + st.idle.len() >= max_here => return (Checkout::AtLimit(AtLimit::Endpoint), closed),
+            None => match Reservation::take(&self.open, self.settings.max_connections()) {
+                None => return (Checkout::AtLimit(AtLimit::Pool), closed),
+                Some(counted) => {
+                    self.counters.created();
+                    (Slot { id: ConnId::new(), created: now, idle_since: now, conn: None, _counted: counted }, false)
+                }
+            },
         };
         st.active += 1;
         let new_id = (!reused).then_some(slot.id);
-        let taken = if how == Take::Park {
-            let id = slot.id;
-            st.parked.insert(id.slot_key(), slot);
-            Taken::Parked(id)
-        } else {
-            Taken::Leased(host.clone(), slot, reused)
-        };
-        (Attempt::Got(taken, new_id), closed)
-    }
-
-    /// Counts one more connection against `max_connections`, if there is room.
-    fn reserve_one(&self) -> bool {
-        let max = self.settings.max_connections();
-        self.open.fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1)).is_ok()
+        let keep = keep.take().expect("a checkout ends at its first slot");
+        (Checkout::Got(keep(&mut st, entry, slot, reused), new_id), closed)
     }
 
     /// The last step of closing: the slot is already shut and out of every count.
@@ -666,21 +688,20 @@ impl<C: Connection> Shared<C> {
 
     /// At `max_connections` with idle connections elsewhere: close the least recently used idle
     /// connection of another endpoint to make room. Takes no lock while holding another.
-    fn evict_idle_elsewhere(&self, except: &Arc<Host<C>>) -> bool {
-        let hosts = self.all_hosts();
-        let mut oldest: Option<(&Arc<Host<C>>, Nanos)> = None;
-        for host in hosts.iter().filter(|h| !Arc::ptr_eq(h, except)) {
-            if let Some(front) = host.state.lock().idle.front() {
+    fn evict_idle_elsewhere(&self, except: &Arc<EndpointSlots<C>>) -> bool {
+        let entries = self.all_entries();
+        let mut oldest: Option<(&Arc<EndpointSlots<C>>, Nanos)> = None;
+        for entry in entries.iter().filter(|h| !Arc::ptr_eq(h, except)) {
+            if let Some(front) = entry.state.lock().idle.front() {
                 if oldest.is_none_or(|(_, t)| front.idle_since < t) {
-                    oldest = Some((host, front.idle_since));
+                    oldest = Some((entry, front.idle_since));
                 }
             }
         }
-        let Some((host, _)) = oldest else { return false };
-        let victim = host.state.lock().idle.pop_front().map(Slot::shut);
+        let Some((entry, _)) = oldest else { return false };
+        let victim = entry.state.lock().idle.pop_front().map(Slot::shut);
         match victim {
             Some(shut) => {
-                self.open.fetch_sub(1, SeqCst);
                 self.forget(shut, CloseReason::Evicted);
                 true
             }
@@ -688,18 +709,18 @@ impl<C: Connection> Shared<C> {
         }
     }
 
-    fn all_hosts(&self) -> Vec<Arc<Host<C>>> {
-        self.hosts.iter().map(|e| e.value().clone()).collect()
+    fn all_entries(&self) -> Vec<Arc<EndpointSlots<C>>> {
+        self.entries.iter().map(|e| e.value().clone()).collect()
     }
 
     /// A lease comes back: parked as idle, or closed if it is broken, too old, or above a
     /// lowered limit. Then queued checkouts get their turn.
-    fn check_in(self: &Arc<Self>, host: &Host<C>, slot: Slot<C>) {
-        let checked_in = self.check_in_locked(&mut host.state.lock(), slot);
+    fn check_in(self: &Arc<Self>, entry: &EndpointSlots<C>, slot: Slot<C>) {
+        let checked_in = self.check_in_locked(&mut entry.state.lock(), slot);
         self.finish_check_in(checked_in);
     }
 
-    fn check_in_locked(&self, st: &mut HostState<C>, mut slot: Slot<C>) -> CheckedIn {
+    fn check_in_locked(&self, st: &mut SlotState<C>, mut slot: Slot<C>) -> CheckedIn {
         let now = self.clock.now();
         let reason = if slot.is_open() { self.expiry(&slot, now, false) } else { Some(CloseReason::Unhealthy) };
         let above_limit = st.active + st.idle.len() > self.settings.max_connections_per_endpoint()
@@ -708,7 +729,6 @@ impl<C: Connection> Shared<C> {
             Some(reason) => {
                 let shut = slot.shut();
                 st.active -= 1;
-                self.open.fetch_sub(1, SeqCst);
                 CheckedIn::Closed(shut, reason)
             }
             None => {
@@ -728,10 +748,9 @@ impl<C: Connection> Shared<C> {
         self.serve_waiters_if_any();
     }
 
-    fn close_active(&self, host: &Host<C>, slot: Slot<C>, reason: CloseReason) {
+    fn close_active(&self, entry: &EndpointSlots<C>, slot: Slot<C>, reason: CloseReason) {
         let shut = slot.shut();
-        host.state.lock().active -= 1;
-        self.open.fetch_sub(1, SeqCst);
+        entry.state.lock().active -= 1;
         self.forget(shut, reason);
     }
 
@@ -743,12 +762,12 @@ impl<C: Connection> Shared<C> {
 
     fn cleanup(self: &Arc<Self>) -> usize {
         let now = self.clock.now();
-        let hosts = self.all_hosts();
+        let entries = self.all_entries();
         let mut closed = 0;
-        for host in &hosts {
+        for entry in &entries {
             let mut expired = Vec::new();
             {
-                let mut st = host.state.lock();
+                let mut st = entry.state.lock();
                 let mut kept = VecDeque::with_capacity(st.idle.len());
                 for slot in st.idle.drain(..) {
                     let reason = if slot.is_open() { self.expiry(&slot, now, true) } else { Some(CloseReason::Unhealthy) };
@@ -758,9 +777,6 @@ impl<C: Connection> Shared<C> {
                     }
                 }
                 st.idle = kept;
-                if !expired.is_empty() {
-                    self.open.fetch_sub(expired.len(), SeqCst);
-                }
             }
             closed += expired.len();
             for (shut, reason) in expired {
@@ -770,8 +786,8 @@ impl<C: Connection> Shared<C> {
         {
             let _retiring = self.retire.lock();
             self.retire_seq.fetch_add(1, SeqCst);
-            for host in &hosts {
-                self.hosts.remove_if(&host.endpoint, |_, h| {
+            for entry in &entries {
+                self.entries.remove_if(&entry.endpoint, |_, h| {
                     let mut st = h.state.lock();
                     let empty = st.active == 0 && st.idle.is_empty();
                     if empty {
@@ -783,7 +799,7 @@ impl<C: Connection> Shared<C> {
             }
             self.retire_seq.fetch_add(1, SeqCst);
         }
-        self.origins.retain(|_, route| !route.0.retired.load(SeqCst));
+        self.origins.retain(|_, endpoint_ref| !endpoint_ref.0.retired.load(SeqCst));
         if closed > 0 {
             self.serve_waiters_if_any();
         }
@@ -809,7 +825,7 @@ impl<C: Connection> Shared<C> {
     fn stats_once(&self) -> PoolStats {
         let mut endpoints = Vec::new();
         let (mut active, mut idle, mut reused) = (0, 0, 0);
-        for entry in self.hosts.iter() {
+        for entry in self.entries.iter() {
             let counts = {
                 let st = entry.value().state.lock();
                 reused += st.reused;
@@ -836,8 +852,8 @@ impl<C: Connection> Shared<C> {
 /// [`Lease::discard`] when its state is unknown.
 pub struct Lease<C: Connection> {
     slot: Option<Slot<C>>,
-    host: Arc<Host<C>>,
-    pool: Arc<Shared<C>>,
+    entry: Arc<EndpointSlots<C>>,
+    pool: Arc<PoolState<C>>,
     reused: bool,
     home: Home,
 }
@@ -865,7 +881,7 @@ impl<C: Connection> Lease<C> {
     }
 
     pub fn endpoint(&self) -> &Endpoint {
-        &self.host.endpoint
+        &self.entry.endpoint
     }
 
     /// True if this connection carried earlier requests (it came from the idle stack).
@@ -898,7 +914,7 @@ impl<C: Connection> Lease<C> {
 
     /// What the layer above keeps for this lease's endpoint.
     pub fn per_endpoint(&self) -> &C::PerEndpoint {
-        &self.host.per_endpoint
+        &self.entry.per_endpoint
     }
 
     /// Closes the connection instead of returning it, counting `reason`. A slot lent from its
@@ -908,10 +924,10 @@ impl<C: Connection> Lease<C> {
         let Some(mut slot) = this.slot.take() else { return };
         if this.home == Home::Parked {
             slot.conn = None;
-            this.host.state.lock().parked.insert(slot.id.slot_key(), slot);
+            this.entry.state.lock().parked.insert(slot.id.slot_key(), slot);
             return;
         }
-        this.pool.close_active(&this.host, slot, reason);
+        this.pool.close_active(&this.entry, slot, reason);
         this.pool.serve_waiters_if_any();
     }
 }
@@ -920,12 +936,12 @@ impl<C: Connection> Drop for Lease<C> {
     fn drop(&mut self) {
         let Some(mut slot) = self.slot.take() else { return };
         match self.home {
-            Home::Pool => self.pool.check_in(&self.host, slot),
+            Home::Pool => self.pool.check_in(&self.entry, slot),
             Home::Parked => {
                 if !slot.is_open() {
                     slot.conn = None;
                 }
-                self.host.state.lock().parked.insert(slot.id.slot_key(), slot);
+                self.entry.state.lock().parked.insert(slot.id.slot_key(), slot);
             }
         }
     }
@@ -935,7 +951,7 @@ impl<C: Connection> fmt::Debug for Lease<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
             .field("id", &self.slot.as_ref().map(|s| s.id))
-            .field("endpoint", &self.host.endpoint)
+            .field("endpoint", &self.entry.endpoint)
             .field("reused", &self.reused)
             .finish_non_exhaustive()
     }
@@ -949,7 +965,7 @@ struct Reaper {
 }
 
 impl Reaper {
-    fn start<C: Connection>(pool: Weak<Shared<C>>, interval: Duration) -> Option<Reaper> {
+    fn start<C: Connection>(pool: Weak<PoolState<C>>, interval: Duration) -> Option<Reaper> {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_seen = stop.clone();
         let handle = thread::Builder::new()
@@ -976,7 +992,7 @@ impl Reaper {
     }
 }
 
-impl<C: Connection> Drop for Shared<C> {
+impl<C: Connection> Drop for PoolState<C> {
     fn drop(&mut self) {
         if let Some(reaper) = self.reaper.get_mut().take() {
             reaper.stop();

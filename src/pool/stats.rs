@@ -1,4 +1,4 @@
-//! Counters kept with relaxed atomics, and the plain snapshots handed to readers.
+//! Counters and histograms kept with relaxed atomics, and the plain snapshots handed to readers.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;

@@ -1,3 +1,5 @@
+//! The pool core on its own: limits, exact counts, stale ids, expiry, waiters, under many threads.
+
 use super::*;
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
@@ -48,17 +50,17 @@ impl Connection for Flag {
 fn reuses_the_most_recently_used_idle_connection() {
     let p = pool(10, 10);
     let e = ep("https://api.openai.com");
-    let a = p.try_get(&p.route(&e)).unwrap();
-    let b = p.try_get(&p.route(&e)).unwrap();
+    let a = p.try_get(&p.endpoint_ref(&e)).unwrap();
+    let b = p.try_get(&p.endpoint_ref(&e)).unwrap();
     let (ida, idb) = (a.id(), b.id());
     assert!(!a.is_reused());
     drop(a);
     drop(b);
-    let c = p.try_get(&p.route(&e)).unwrap();
+    let c = p.try_get(&p.endpoint_ref(&e)).unwrap();
     assert_eq!(c.id().slot_key(), idb.slot_key());
     assert_ne!(c.id(), idb, "a new checkout gets a new id");
     assert!(c.is_reused());
-    let d = p.try_get(&p.route(&e)).unwrap();
+    let d = p.try_get(&p.endpoint_ref(&e)).unwrap();
     assert_eq!(d.id().slot_key(), ida.slot_key());
     let s = p.stats();
     assert_eq!((s.active, s.idle, s.counters.created, s.counters.reused), (2, 0, 2, 2));
@@ -67,12 +69,12 @@ fn reuses_the_most_recently_used_idle_connection() {
 #[test]
 fn per_endpoint_and_global_limits_hold() {
     let p = pool(3, 2);
-    let (a, b) = (p.route(&ep("http://a")), p.route(&ep("http://b")));
+    let (a, b) = (p.endpoint_ref(&ep("http://a")), p.endpoint_ref(&ep("http://b")));
     let a1 = p.try_get(&a).unwrap();
     let _a2 = p.try_get(&a).unwrap();
-    assert_eq!(p.try_get(&a).unwrap_err(), Full::Endpoint);
+    assert_eq!(p.try_get(&a).unwrap_err(), AtLimit::Endpoint);
     let _b1 = p.try_get(&b).unwrap();
-    assert_eq!(p.try_get(&b).unwrap_err(), Full::Pool);
+    assert_eq!(p.try_get(&b).unwrap_err(), AtLimit::Pool);
     drop(a1);
     // One idle connection of `a` is evicted to make room for `b`.
     let _b2 = p.try_get(&b).unwrap();
@@ -86,7 +88,7 @@ fn per_endpoint_and_global_limits_hold() {
 fn id_api_return_rules() {
     let p = pool(10, 10);
     let e = ep("http://h");
-    let id = p.check_out_by_id(p.try_get(&p.route(&e)).unwrap());
+    let id = p.check_out_by_id(p.try_get(&p.endpoint_ref(&e)).unwrap());
     assert!(p.is_healthy(id));
     assert!(p.return_by_id(id));
     assert!(!p.return_by_id(id), "double return is ignored");
@@ -95,7 +97,7 @@ fn id_api_return_rules() {
     let s = p.stats();
     assert_eq!((s.active, s.idle, s.counters.ignored_returns), (0, 1, 2));
 
-    let id = p.check_out_by_id(p.try_get(&p.route(&e)).unwrap());
+    let id = p.check_out_by_id(p.try_get(&p.endpoint_ref(&e)).unwrap());
     assert!(p.remove_by_id(id));
     assert!(!p.return_by_id(id), "return after remove is ignored");
     assert!(!p.is_healthy(id));
@@ -109,7 +111,7 @@ fn id_api_return_rules() {
 #[test]
 fn remove_closes_an_idle_connection_too() {
     let p = pool(10, 10);
-    let id = p.check_out_by_id(p.try_get(&p.route(&ep("http://h"))).unwrap());
+    let id = p.check_out_by_id(p.try_get(&p.endpoint_ref(&ep("http://h"))).unwrap());
     p.return_by_id(id);
     assert!(p.remove_by_id(id));
     assert_eq!(p.stats().total(), 0);
@@ -123,7 +125,7 @@ fn idle_timeout_and_max_lifetime_with_a_manual_clock() {
         ..settings(10, 10)
     });
     let e = ep("http://h");
-    let id = p.check_out_by_id(p.try_get(&p.route(&e)).unwrap());
+    let id = p.check_out_by_id(p.try_get(&p.endpoint_ref(&e)).unwrap());
     p.return_by_id(id);
     clock.advance(Duration::from_secs(9));
     assert_eq!(p.cleanup(), 0);
@@ -135,7 +137,7 @@ fn idle_timeout_and_max_lifetime_with_a_manual_clock() {
 
     // Active connections are never closed under their user; past max_lifetime they are retired
     // when returned.
-    let id = p.check_out_by_id(p.try_get(&p.route(&e)).unwrap());
+    let id = p.check_out_by_id(p.try_get(&p.endpoint_ref(&e)).unwrap());
     clock.advance(Duration::from_secs(61));
     assert_eq!(p.cleanup(), 0);
     assert_eq!(p.stats().active, 1);
@@ -150,9 +152,9 @@ fn idle_timeout_and_max_lifetime_with_a_manual_clock() {
 fn expired_idle_connections_are_skipped_at_checkout() {
     let (p, clock) = manual(Settings { idle_timeout: Some(Duration::from_secs(5)), ..settings(10, 10) });
     let e = ep("http://h");
-    let old = p.try_get(&p.route(&e)).unwrap().id();
+    let old = p.try_get(&p.endpoint_ref(&e)).unwrap().id();
     clock.advance(Duration::from_secs(6));
-    let fresh = p.try_get(&p.route(&e)).unwrap();
+    let fresh = p.try_get(&p.endpoint_ref(&e)).unwrap();
     assert_ne!(fresh.id(), old);
     assert!(!fresh.is_reused());
     assert_eq!(p.stats().counters.closed_by(CloseReason::IdleTimeout), 1);
@@ -163,14 +165,14 @@ fn broken_connections_are_never_reused() {
     let p: Pool<Flag> = Pool::new(settings(10, 10)).unwrap();
     let e = ep("http://h");
     let alive = Arc::new(AtomicBool::new(true));
-    let mut lease = p.try_get(&p.route(&e)).unwrap();
+    let mut lease = p.try_get(&p.endpoint_ref(&e)).unwrap();
     lease.set_conn(Flag(alive.clone()));
     let id = p.check_out_by_id(lease);
     p.return_by_id(id);
     assert!(p.is_healthy(id));
     alive.store(false, SeqCst); // the peer closes the idle socket
     assert!(!p.is_healthy(id));
-    let next = p.try_get(&p.route(&e)).unwrap();
+    let next = p.try_get(&p.endpoint_ref(&e)).unwrap();
     assert_ne!(next.id(), id);
     assert!(next.conn().is_none());
     assert_eq!(p.stats().counters.closed_by(CloseReason::Unhealthy), 1);
@@ -180,13 +182,13 @@ fn broken_connections_are_never_reused() {
 fn waiters_are_served_in_order() {
     let p = pool(1, 1);
     let e = ep("http://h");
-    let held = p.try_get(&p.route(&e)).unwrap();
+    let held = p.try_get(&p.endpoint_ref(&e)).unwrap();
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut threads = Vec::new();
     for i in 0..5 {
         let (p2, e, order) = (p.clone(), e.clone(), order.clone());
         threads.push(thread::spawn(move || {
-            let lease = p2.wait(&p2.route(&e), Some(Duration::from_secs(10))).unwrap();
+            let lease = p2.wait(&p2.endpoint_ref(&e), Some(Duration::from_secs(10))).unwrap();
             order.lock().push(i);
             drop(lease);
         }));
@@ -207,8 +209,8 @@ fn waiters_are_served_in_order() {
 fn a_waiter_times_out_and_leaves_the_queue() {
     let p = pool(1, 1);
     let e = ep("http://h");
-    let _held = p.try_get(&p.route(&e)).unwrap();
-    assert_eq!(p.wait(&p.route(&e), Some(Duration::from_millis(20))).unwrap_err(), WaitTimeout);
+    let _held = p.try_get(&p.endpoint_ref(&e)).unwrap();
+    assert_eq!(p.wait(&p.endpoint_ref(&e), Some(Duration::from_millis(20))).unwrap_err(), WaitTimeout);
     let s = p.stats();
     assert_eq!((s.waiting, s.counters.wait_timeouts), (0, 1));
 }
@@ -216,9 +218,9 @@ fn a_waiter_times_out_and_leaves_the_queue() {
 #[test]
 fn a_waiter_blocked_by_the_global_limit_gets_room_from_another_endpoint() {
     let p = pool(1, 5);
-    let held = p.try_get(&p.route(&ep("http://a"))).unwrap();
+    let held = p.try_get(&p.endpoint_ref(&ep("http://a"))).unwrap();
     let p2 = p.clone();
-    let t = thread::spawn(move || p2.wait(&p2.route(&ep("http://b")), Some(Duration::from_secs(10))).map(|l| l.endpoint().to_string()));
+    let t = thread::spawn(move || p2.wait(&p2.endpoint_ref(&ep("http://b")), Some(Duration::from_secs(10))).map(|l| l.endpoint().to_string()));
     while p.stats().waiting == 0 {
         thread::yield_now();
     }
@@ -231,8 +233,8 @@ fn a_waiter_blocked_by_the_global_limit_gets_room_from_another_endpoint() {
 fn a_dropped_ticket_that_was_served_gives_the_connection_back() {
     let p = pool(1, 1);
     let e = ep("http://h");
-    let held = p.try_get(&p.route(&e)).unwrap();
-    let ticket = p.get_or_queue(&p.route(&e)).unwrap_err();
+    let held = p.try_get(&p.endpoint_ref(&e)).unwrap();
+    let ticket = p.get_or_queue(&p.endpoint_ref(&e)).unwrap_err();
     drop(held); // served to the ticket
     assert_eq!(p.stats().active, 1);
     drop(ticket);
@@ -251,8 +253,8 @@ fn ticket_is_a_future() {
     }
     let p = pool(1, 1);
     let e = ep("http://h");
-    let held = p.try_get(&p.route(&e)).unwrap();
-    let mut ticket = Box::pin(p.get_or_queue(&p.route(&e)).unwrap_err());
+    let held = p.try_get(&p.endpoint_ref(&e)).unwrap();
+    let mut ticket = Box::pin(p.get_or_queue(&p.endpoint_ref(&e)).unwrap_err());
     let flag = Arc::new(Flagged(AtomicBool::new(false)));
     let waker = Waker::from(flag.clone());
     let mut cx = std::task::Context::from_waker(&waker);
@@ -269,11 +271,11 @@ fn ticket_is_a_future() {
 fn cleanup_forgets_empty_endpoints_and_lookups_still_work() {
     let p = pool(10, 10);
     let e = ep("http://h");
-    let id = p.check_out_by_id(p.try_get(&p.route(&e)).unwrap());
+    let id = p.check_out_by_id(p.try_get(&p.endpoint_ref(&e)).unwrap());
     p.remove_by_id(id);
     p.cleanup();
-    assert!(p.shared.hosts.is_empty());
-    let lease = p.try_get(&p.route(&e)).unwrap();
+    assert!(p.shared.entries.is_empty());
+    let lease = p.try_get(&p.endpoint_ref(&e)).unwrap();
     assert_eq!(p.stats().endpoints, vec![("http://h:80".to_string(), EndpointCounts { active: 1, idle: 0 })]);
     drop(lease);
 }
@@ -287,7 +289,7 @@ fn reaper_closes_expired_idle_connections() {
         ..settings(10, 10)
     })
     .unwrap();
-    drop(p.try_get(&p.route(&ep("http://h"))).unwrap());
+    drop(p.try_get(&p.endpoint_ref(&ep("http://h"))).unwrap());
     let deadline = Instant::now() + Duration::from_secs(5);
     while p.stats().idle > 0 {
         assert!(Instant::now() < deadline, "the reaper never ran");
@@ -300,7 +302,7 @@ fn reaper_closes_expired_idle_connections() {
 fn lowering_a_limit_retires_connections_above_it_on_return() {
     let p = pool(10, 4);
     let e = ep("http://h");
-    let leases: Vec<_> = (0..4).map(|_| p.try_get(&p.route(&e)).unwrap()).collect();
+    let leases: Vec<_> = (0..4).map(|_| p.try_get(&p.endpoint_ref(&e)).unwrap()).collect();
     p.configure(settings(10, 2)).unwrap();
     drop(leases);
     assert_eq!(p.stats().idle, 2);
@@ -312,7 +314,7 @@ fn invariants_hold_under_many_threads() {
     const THREADS: usize = 16;
     const ROUNDS: usize = 2_000;
     let p = pool(12, 5);
-    let endpoints: Vec<Route<()>> = ["http://a", "http://b", "http://c"].iter().map(|s| p.route(&ep(s))).collect();
+    let endpoints: Vec<EndpointRef<()>> = ["http://a", "http://b", "http://c"].iter().map(|s| p.endpoint_ref(&ep(s))).collect();
     let leased: Arc<Mutex<HashSet<SlotKey>>> = Arc::default();
     let start = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)
@@ -366,7 +368,7 @@ fn cancelled_waits_never_lose_a_connection() {
             let (p, e) = (p.clone(), e.clone());
             thread::spawn(move || {
                 for i in 0..1_000 {
-                    match p.get_or_queue(&p.route(&e)) {
+                    match p.get_or_queue(&p.endpoint_ref(&e)) {
                         Ok(lease) => drop(lease),
                         Err(mut ticket) => {
                             if (t + i) % 2 == 0 {
@@ -393,7 +395,7 @@ fn cancelled_waits_never_lose_a_connection() {
 #[test]
 fn a_stale_id_cannot_touch_a_later_checkout() {
     let p = pool(10, 1);
-    let r = p.route(&ep("http://h"));
+    let r = p.endpoint_ref(&ep("http://h"));
     let x = p.try_get_id(&r).unwrap();
     assert!(p.return_by_id(x));
     let b = p.try_get_id(&r).unwrap();
@@ -403,7 +405,7 @@ fn a_stale_id_cannot_touch_a_later_checkout() {
     assert!(!p.remove_by_id(x), "a late remove is refused");
     assert!(!p.is_healthy(x), "a stale id names nothing");
     assert!(p.is_healthy(b));
-    assert_eq!(p.try_get_id(&r), Err(Full::Endpoint), "b still holds the only connection");
+    assert_eq!(p.try_get_id(&r), Err(AtLimit::Endpoint), "b still holds the only connection");
     assert_eq!(p.stats().active, 1);
     assert!(p.return_by_id(b));
     assert_consistent(&p);
@@ -412,13 +414,13 @@ fn a_stale_id_cannot_touch_a_later_checkout() {
 #[test]
 fn a_lowered_limit_holds_for_reuse_too() {
     let p = pool(10, 4);
-    let r = p.route(&ep("http://h"));
+    let r = p.endpoint_ref(&ep("http://h"));
     let leases: Vec<_> = (0..4).map(|_| p.try_get(&r).unwrap()).collect();
     drop(leases);
     p.configure(settings(10, 1)).unwrap();
     let a = p.try_get(&r).unwrap();
-    assert_eq!(p.try_get(&r).unwrap_err(), Full::Endpoint);
-    assert_eq!(p.try_get_id(&r), Err(Full::Endpoint));
+    assert_eq!(p.try_get(&r).unwrap_err(), AtLimit::Endpoint);
+    assert_eq!(p.try_get_id(&r), Err(AtLimit::Endpoint));
     let s = p.stats();
     assert_eq!((s.active, s.idle), (1, 0), "the surplus idle connections are closed");
     assert_eq!(s.counters.closed_by(CloseReason::Evicted), 3);
@@ -426,11 +428,11 @@ fn a_lowered_limit_holds_for_reuse_too() {
 
     // The overall limit, lowered below the idle connections of one endpoint.
     let p = pool(4, 4);
-    let r = p.route(&ep("http://h"));
+    let r = p.endpoint_ref(&ep("http://h"));
     drop((0..4).map(|_| p.try_get(&r).unwrap()).collect::<Vec<_>>());
     p.configure(settings(1, 4)).unwrap();
     let a = p.try_get(&r).unwrap();
-    assert_eq!(p.try_get(&r).unwrap_err(), Full::Pool);
+    assert_eq!(p.try_get(&r).unwrap_err(), AtLimit::Pool);
     assert_eq!(p.stats().total(), 1);
     drop(a);
     assert_consistent(&p);
@@ -475,16 +477,16 @@ fn a_connection_counts_until_it_is_closed() {
     // really closed, whichever way it goes (discarded, broken, expired, evicted).
     const THREADS: usize = 8;
     let p: Pool<Live> = Pool::new(Settings { idle_timeout: Some(Duration::from_millis(1)), ..settings(3, 2) }).unwrap();
-    let routes: Vec<Route<Live>> = ["http://a", "http://b"].iter().map(|s| p.route(&ep(s))).collect();
-    let alive: Vec<Arc<AtomicUsize>> = (0..routes.len()).map(|_| Arc::default()).collect();
+    let endpoint_refs: Vec<EndpointRef<Live>> = ["http://a", "http://b"].iter().map(|s| p.endpoint_ref(&ep(s))).collect();
+    let alive: Vec<Arc<AtomicUsize>> = (0..endpoint_refs.len()).map(|_| Arc::default()).collect();
     let overall: Arc<AtomicUsize> = Arc::default();
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
-            let (p, routes, alive, overall) = (p.clone(), routes.clone(), alive.clone(), overall.clone());
+            let (p, endpoint_refs, alive, overall) = (p.clone(), endpoint_refs.clone(), alive.clone(), overall.clone());
             thread::spawn(move || {
                 for i in 0..20_000usize {
-                    let e = (t + i) % routes.len();
-                    let mut lease = p.wait(&routes[e], Some(Duration::from_secs(10))).expect("starved");
+                    let e = (t + i) % endpoint_refs.len();
+                    let mut lease = p.wait(&endpoint_refs[e], Some(Duration::from_secs(10))).expect("starved");
                     if lease.conn().is_none() {
                         lease.set_conn(Live::open(&alive[e], &overall, (2, 3)));
                     }
@@ -520,7 +522,7 @@ fn counters_never_go_down_while_cleanup_retires_endpoints() {
         thread::spawn(move || {
             let mut i = 0usize;
             while !stop.load(SeqCst) {
-                let r = p.route(&ep(&format!("http://h{}", i % 50)));
+                let r = p.endpoint_ref(&ep(&format!("http://h{}", i % 50)));
                 drop(p.try_get(&r).unwrap());
                 // Reused, then closed: the endpoint is empty with one reuse to its name.
                 Lease::discard(p.try_get(&r).unwrap(), CloseReason::NotReusable);
@@ -556,8 +558,8 @@ fn counters_never_go_down_while_cleanup_retires_endpoints() {
 #[test]
 fn a_held_id_lends_its_slot_and_gets_it_back_under_the_same_id() {
     let p: Pool<Flag> = Pool::new(settings(4, 4)).unwrap();
-    let route = p.route(&ep("http://h.example"));
-    let id = p.try_get_id(&route).unwrap();
+    let endpoint_ref = p.endpoint_ref(&ep("http://h.example"));
+    let id = p.try_get_id(&endpoint_ref).unwrap();
     assert!(!p.is_connected(id));
     let mut lent = p.lend_parked(id).expect("held: lent");
     assert!(p.lend_parked(id).is_none(), "one request at a time");

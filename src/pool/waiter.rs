@@ -1,6 +1,6 @@
 //! Queued checkouts, served first come, first served, by blocking threads or by futures.
 
-use super::{Connection, Full, Host, Lease, Shared};
+use super::{AtLimit, Connection, EndpointSlots, Evict, Lease, PoolState};
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -18,7 +18,8 @@ enum WaitState<C: Connection> {
 }
 
 pub(crate) struct Waiter<C: Connection> {
-    host: Arc<Host<C>>,
+    entry: Arc<EndpointSlots<C>>,
+    /// Taken under the queue's lock, before any endpoint's (see `PoolState`'s lock order).
     state: Mutex<WaitState<C>>,
     ready: Condvar,
 }
@@ -26,14 +27,17 @@ pub(crate) struct Waiter<C: Connection> {
 impl<C: Connection> Waiter<C> {
     /// Joins the queue, then gives the queue a turn in order, so a newcomer never overtakes an
     /// earlier waiter, and a connection freed just before joining is not missed.
-    pub(crate) fn enqueue(pool: &Arc<Shared<C>>, host: Arc<Host<C>>) -> Result<Lease<C>, Ticket<C>> {
+    pub(crate) fn enqueue(pool: &Arc<PoolState<C>>, entry: Arc<EndpointSlots<C>>) -> Result<Lease<C>, Ticket<C>> {
         let since = Instant::now();
-        let waiter = Arc::new(Waiter { host, state: Mutex::new(WaitState::Waiting(None)), ready: Condvar::new() });
-        {
+        let waiter = Arc::new(Waiter { entry, state: Mutex::new(WaitState::Waiting(None)), ready: Condvar::new() });
+        let blocked_by_pool_limit = {
             let mut queue = pool.waiters.lock();
             pool.waiting.fetch_add(1, SeqCst);
             queue.push_back(waiter.clone());
-            serve_locked(pool, &mut queue);
+            serve_locked(pool, &mut queue)
+        };
+        if blocked_by_pool_limit.is_some() {
+            Waiter::serve(pool);
         }
         let mut ticket = Ticket { waiter, pool: Arc::downgrade(pool), queued_since: None };
         match ticket.take_served() {
@@ -46,18 +50,29 @@ impl<C: Connection> Waiter<C> {
         }
     }
 
-    pub(crate) fn serve(pool: &Arc<Shared<C>>) {
-        serve_locked(pool, &mut pool.waiters.lock());
+    /// Gives the queue a turn. A waiter held up by `max_connections` while other endpoints have
+    /// idle connections gets room made for it: one of those is closed, outside the waiters lock
+    /// (that visits every endpoint's lock), and the queue gets another turn.
+    pub(crate) fn serve(pool: &Arc<PoolState<C>>) {
+        loop {
+            let blocked = serve_locked(pool, &mut pool.waiters.lock());
+            match blocked {
+                Some(entry) if pool.evict_idle_elsewhere(&entry) => continue,
+                _ => return,
+            }
+        }
     }
 }
 
 /// Hands free connections to waiters in queue order. Endpoints found full are not asked twice.
-fn serve_locked<C: Connection>(pool: &Arc<Shared<C>>, queue: &mut VecDeque<Arc<Waiter<C>>>) {
-    let mut full_hosts: Vec<*const Host<C>> = Vec::new();
+/// Returns the endpoint of the first waiter held up by `max_connections`, if one was.
+fn serve_locked<C: Connection>(pool: &Arc<PoolState<C>>, queue: &mut VecDeque<Arc<Waiter<C>>>) -> Option<Arc<EndpointSlots<C>>> {
+    let mut blocked_by_pool_limit = None;
+    let mut full_entries: Vec<*const EndpointSlots<C>> = Vec::new();
     let mut i = 0;
     while i < queue.len() {
         let waiter = queue[i].clone();
-        if full_hosts.contains(&Arc::as_ptr(&waiter.host)) {
+        if full_entries.contains(&Arc::as_ptr(&waiter.entry)) {
             i += 1;
             continue;
         }
@@ -67,7 +82,7 @@ fn serve_locked<C: Connection>(pool: &Arc<Shared<C>>, queue: &mut VecDeque<Arc<W
             pool.waiting.fetch_sub(1, SeqCst);
             continue;
         }
-        match pool.try_get(&waiter.host) {
+        match pool.try_get(&waiter.entry, Evict::NotHere) {
             Ok(lease) => {
                 if let WaitState::Waiting(Some(waker)) = std::mem::replace(&mut *state, WaitState::Served(lease)) {
                     waker.wake();
@@ -76,20 +91,24 @@ fn serve_locked<C: Connection>(pool: &Arc<Shared<C>>, queue: &mut VecDeque<Arc<W
                 queue.remove(i);
                 pool.waiting.fetch_sub(1, SeqCst);
             }
-            Err(Full::Endpoint) => {
-                full_hosts.push(Arc::as_ptr(&waiter.host));
+            Err(AtLimit::Endpoint) => {
+                full_entries.push(Arc::as_ptr(&waiter.entry));
                 i += 1;
             }
-            Err(Full::Pool) => i += 1,
+            Err(AtLimit::Pool) => {
+                blocked_by_pool_limit.get_or_insert_with(|| waiter.entry.clone());
+                i += 1;
+            }
         }
     }
+    blocked_by_pool_limit
 }
 
 /// A place in the queue for a connection. Wait on it with [`Ticket::wait_until`], or await it.
 /// Dropping it leaves the queue; a connection handed to it meanwhile goes back to the pool.
 pub struct Ticket<C: Connection> {
     waiter: Arc<Waiter<C>>,
-    pool: Weak<Shared<C>>,
+    pool: Weak<PoolState<C>>,
     /// When the checkout joined the queue, for the pool's wait-time histogram (None: served
     /// at once, never counted as a wait).
     queued_since: Option<Instant>,

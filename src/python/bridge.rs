@@ -16,7 +16,9 @@ struct Completion {
     deliver: Deliver,
 }
 
-struct Shared {
+/// What the runtime's threads and the loop share: the results waiting, and the descriptor that
+/// wakes the loop for them.
+struct Mailbox {
     wake: OwnedFd,
     queue: Mutex<Vec<Completion>>,
 }
@@ -24,13 +26,13 @@ struct Shared {
 /// One per event loop (made and registered by `fast_litellm._transport`).
 #[pyclass(module = "fast_litellm._core", frozen)]
 pub struct LoopBridge {
-    shared: Arc<Shared>,
+    shared: Arc<Mailbox>,
 }
 
 /// The sending side of a bridge, for the runtime's threads.
 #[derive(Clone)]
 pub struct Sender {
-    shared: Arc<Shared>,
+    shared: Arc<Mailbox>,
 }
 
 impl Sender {
@@ -59,8 +61,8 @@ impl LoopBridge {
     #[new]
     fn new() -> PyResult<Self> {
         let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
-            .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("eventfd failed: {e}")))?;
-        Ok(LoopBridge { shared: Arc::new(Shared { wake, queue: Mutex::new(Vec::new()) }) })
+            .map_err(|e| super::errors::os_error("eventfd", e))?;
+        Ok(LoopBridge { shared: Arc::new(Mailbox { wake, queue: Mutex::new(Vec::new()) }) })
     }
 
     /// The file descriptor the loop watches.
@@ -71,7 +73,7 @@ impl LoopBridge {
     /// Called by the loop when the descriptor is readable: sets every queued result. A future
     /// cancelled meanwhile gets nothing; its result is dropped, which returns or closes its
     /// connection. Whatever happens to one result, every other one of the batch is delivered.
-    fn drain(&self, py: Python<'_>) {
+    fn deliver_ready(&self, py: Python<'_>) {
         let mut counter = [0u8; 8];
         let _ = rustix::io::read(&self.shared.wake, &mut counter);
         let batch = std::mem::take(&mut *self.shared.queue.lock());

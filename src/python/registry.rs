@@ -20,22 +20,22 @@ pub fn default_settings() -> Result<Settings, SettingsError> {
     Settings::from_env(|k| std::env::var(k).ok())
 }
 
-/// A pool name and the pool it named when the handle was made.
+/// A pool name and the pool it named when this was made.
 #[derive(Clone)]
-pub struct Handle {
+pub struct NamedPool {
     pub name: String,
     pool: Pool<Conn>,
     /// The process generation it was made in: after a fork, the handle looks its pool up again.
     generation: usize,
 }
 
-impl Handle {
+impl NamedPool {
     /// The pool of that name, created with `make_settings()` if it does not exist yet.
     /// Also says whether it was created.
     pub fn open(
         name: &str,
         make_settings: impl FnOnce() -> Result<Settings, SettingsError>,
-    ) -> Result<(Handle, bool), SettingsError> {
+    ) -> Result<(NamedPool, bool), SettingsError> {
         let generation = crate::http::fork_generation();
         let mut pools = POOLS.lock();
         let (pool, created) = match pools.get(name) {
@@ -46,11 +46,11 @@ impl Handle {
                 (pool, true)
             }
         };
-        Ok((Handle { name: name.to_owned(), pool, generation }, created))
+        Ok((NamedPool { name: name.to_owned(), pool, generation }, created))
     }
 
-    pub fn open_default() -> Result<Handle, SettingsError> {
-        Handle::open(DEFAULT_POOL, default_settings).map(|(h, _)| h)
+    pub fn open_default() -> Result<NamedPool, SettingsError> {
+        NamedPool::open(DEFAULT_POOL, default_settings).map(|(h, _)| h)
     }
 
     /// The pool; in a forked child, the child's own pool of the same name.
@@ -58,7 +58,7 @@ impl Handle {
         if self.generation == crate::http::fork_generation() {
             return Cow::Borrowed(&self.pool);
         }
-        let (fresh, _) = Handle::open(&self.name, || Ok(self.pool.settings()))
+        let (fresh, _) = NamedPool::open(&self.name, || Ok(self.pool.settings()))
             .expect("settings that made a pool make one again");
         Cow::Owned(fresh.pool)
     }

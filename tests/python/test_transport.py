@@ -2,17 +2,19 @@
 
 import _thread
 import asyncio
+import gc
 import ssl
 import threading
 import time
 import uuid
+import weakref
 
 import httpx
 import pytest
 import trustme
 
 import fast_litellm
-from fast_litellm import AsyncHTTPTransport, HTTPTransport, SimpleConnectionPool
+from fast_litellm import AsyncHTTPTransport, HTTPTransport, SimpleConnectionPool, _loops
 from servers import Blackhole, FullBacklog, Server, refused_port, wait_for
 
 
@@ -320,6 +322,49 @@ def test_one_async_transport_across_asyncio_runs_and_threads(server):
         t.join()
     assert results == [200] * 70
     assert active(pool) == 0
+
+
+def collected(ref, pool):
+    """Whether the object behind `ref` is gone after a garbage collection. The call into the
+    extension first lets it release references its threads dropped without holding the GIL."""
+    pool.get_stats()
+    gc.collect()
+    return ref() is None
+
+
+def test_an_event_loop_that_has_ended_can_be_collected(server):
+    pool = new_pool()
+    loops = []
+
+    async def one_request():
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        async with aclient(pool) as c:
+            assert (await c.get(f"{server.url}/json")).status_code == 200
+
+    asyncio.run(one_request())
+    assert collected(loops[0], pool), "an ended event loop is kept alive"
+
+
+def test_a_result_left_for_an_ended_loop_does_not_keep_it_alive(server):
+    # A response that reaches the loop's bridge after the loop's last poll stays queued there
+    # with its future, which refers to the loop: once the loop is closed, neither may stay.
+    pool = new_pool()
+    engine = AsyncHTTPTransport(pool)._engine
+    loop = asyncio.new_event_loop()
+
+    async def send_without_waiting():
+        new_future, bridge = _loops.backend()
+        host = f"127.0.0.1:{server.port}".encode()
+        engine.send_async(bridge, new_future(), "GET", "http", "127.0.0.1", server.port, b"/json",
+                          [(b"host", host)], b"", (None, None, None, None))
+
+    loop.run_until_complete(send_without_waiting())
+    wait_for(lambda: server.requests == 1)
+    time.sleep(0.2)  # the response reaches the bridge while the loop is not running
+    loop.close()
+    ended = weakref.ref(loop)
+    del loop
+    wait_for(lambda: collected(ended, pool))
 
 
 def test_closing_a_client_leaves_the_shared_pool_working(server):

@@ -39,7 +39,7 @@ def spaced_requests(client, url, gaps):
     return failures
 
 
-def test_stale_connections_around_the_servers_keepalive_timeout(capsys):
+def test_stale_connections_around_the_servers_keepalive_timeout(figures):
     """The server closes idle connections after 1 s; requests come 0.9 to 1.1 s apart: the
     field's "Server disconnected without sending a response". Zero failures through
     fast_litellm; httpx's stock transport, in the same run, for comparison."""
@@ -50,13 +50,12 @@ def test_stale_connections_around_the_servers_keepalive_timeout(capsys):
             our_failures = spaced_requests(ours, f"{server.url}/json", gaps)
         with httpx.Client(transport=httpx.HTTPTransport(), timeout=5) as stock:
             stock_failures = spaced_requests(stock, f"{server.url}/json", gaps)
-    with capsys.disabled():
-        print(f"\nstale connections, {len(gaps)} requests spaced 0.9-1.1 s against a 1 s server keep-alive: "
-              f"fast_litellm failed {our_failures}, httpx's stock transport failed {stock_failures}")
+    figures(f"stale connections: {len(gaps)} requests spaced 0.9-1.1 s against a 1 s server keep-alive",
+            f"fast_litellm: {our_failures} failed; httpx's stock transport, same run: {stock_failures} failed")
     assert our_failures == 0
 
 
-def test_memory_over_a_million_pool_cycles(capsys):
+def test_memory_over_a_million_pool_cycles(figures):
     pool = new_pool()
     endpoints = [f"https://api-{i}.example.com" for i in range(5)]
     for _ in range(20_000):  # warm up: caches, maps at their working size
@@ -67,13 +66,12 @@ def test_memory_over_a_million_pool_cycles(capsys):
         for e in endpoints:
             pool.return_connection(pool.get_connection(e))
     grown = rss() - before
-    with capsys.disabled():
-        print(f"\n1,000,000 pool checkouts and returns: resident memory grew by {grown / MB:.2f} MB")
+    figures("1,000,000 pool checkouts and returns", f"resident memory grew by {grown / MB:.2f} MB (limit 10 MB)")
     assert pool.get_stats()["active_connections"] == 0
     assert grown < 10 * MB, f"resident memory grew by {grown / MB:.1f} MB"
 
 
-def test_memory_over_a_hundred_thousand_http_requests(capsys):
+def test_memory_over_a_hundred_thousand_http_requests(figures):
     pool = new_pool(max_connections_per_endpoint=32)
 
     async def run(total, concurrency=32):
@@ -88,13 +86,12 @@ def test_memory_over_a_hundred_thousand_http_requests(capsys):
         before = rss()
         asyncio.run(run(100_000))
         grown = rss() - before
-    with capsys.disabled():
-        print(f"\n100,000 HTTP requests: resident memory grew by {grown / MB:.2f} MB")
+    figures("100,000 HTTP requests, 32 concurrent", f"resident memory grew by {grown / MB:.2f} MB (limit 10 MB)")
     assert pool.get_stats()["active_connections"] == 0
     assert grown < 10 * MB, f"resident memory grew by {grown / MB:.1f} MB"
 
 
-def test_the_id_api_under_a_minute_of_random_use_against_a_ledger(capsys):
+def test_the_id_api_under_a_minute_of_random_use_against_a_ledger(figures):
     """8 threads: get / acquire / connection() / return / remove / connect / stale ids / health /
     cleanup / configure on 3 endpoints (local servers that keep every connection open), checked
     against the test's own ledger of held ids (see tests/python/pool_ledger.py).
@@ -103,10 +100,10 @@ def test_the_id_api_under_a_minute_of_random_use_against_a_ledger(capsys):
     seconds = float(os.environ.get("FAST_LITELLM_LEDGER_SECONDS", "60"))
     seed = int(os.environ.get("FAST_LITELLM_LEDGER_SEED", time.time_ns() % 1_000_000))
     summary = run_id_api_stress(seconds=seconds, workers=8, seed=seed)
-    with capsys.disabled():
-        ops = summary["ops"]
-        print(f"\nid API under random use for {seconds:.0f} s: {sum(ops.values()):,} operations, "
-              f"every one as the ledger expected ({', '.join(f'{k} {v:,}' for k, v in ops.items())}); "
-              f"{summary['healthy_connected']:,} connected ids healthy, "
-              f"{summary['server_connections']:,} connections accepted by the servers")
+    ops = summary["ops"]
+    figures(f"the id API under random use: 8 threads, 3 endpoints, {seconds:.0f} s (seed {seed})",
+            f"{sum(ops.values()):,} operations, every one as the ledger expected "
+            f"({', '.join(f'{k} {v:,}' for k, v in ops.items())}); "
+            f"{summary['healthy_connected']:,} connected ids healthy, "
+            f"{summary['server_connections']:,} connections accepted by the servers")
     assert summary["healthy_connected"] > 0 and ops["stale_connect"] > 0, summary
