@@ -19,6 +19,7 @@ __all__ = [
     "RemoteProtocolError",
     "LocalProtocolError",
     "UnsupportedProtocol",
+    "ProxyError",
     "LoopBridge",
     "HttpEngine",
     "PyResponse",
@@ -30,6 +31,9 @@ __all__ = [
     "cleanup_expired_connections",
     "get_connection_pool_stats",
     "connect_connection",
+    "pool_names",
+    "configure_dns_cache",
+    "get_dns_cache_stats",
     "_reset_after_fork",
 ]
 
@@ -105,6 +109,9 @@ class RemoteProtocolError(TransportError): ...
 class LocalProtocolError(TransportError): ...
 class UnsupportedProtocol(TransportError): ...
 
+class ProxyError(TransportError):
+    """A proxy refused to open a tunnel."""
+
 # The HTTP engine (used by fast_litellm._transport).
 
 @final
@@ -113,7 +120,7 @@ class LoopBridge:
     (watch fileno())."""
 
     def fileno(self) -> int: ...
-    def drain(self) -> None:
+    def deliver_ready(self) -> None:
         """Sets every queued result on its future; call when fileno() is readable."""
 
 @final
@@ -139,10 +146,9 @@ class PyResponse:
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
         """Every field line, in wire order."""
-    def take_prefetched(self) -> tuple[list[bytes], bool]:
-        """The chunks read with the head (once), and whether the body ended."""
     def ready_chunks(self) -> tuple[list[bytes], bool]:
-        """The chunks already here (never waits), and whether the body ended."""
+        """The chunks here now (those read with the head first; never waits), and whether the
+        body ended."""
     def read_chunk(self) -> bytes | None:
         """The next chunk (blocking without the GIL), or None at the end."""
     def read_chunk_async(self, bridge: LoopBridge, future: _Future) -> CancelHandle:
@@ -168,14 +174,18 @@ class HttpEngine:
     def send(
         self, method: str, scheme: str, host: str, port: int | None, target: bytes,
         headers: list[tuple[bytes, bytes]], body: bytes, timeouts: _Timeouts, connection_id: str | None = None,
+        proxy: int | None = None,
     ) -> PyResponse:
         """Sends a request and returns its response head, blocking without the GIL."""
     def send_async(
         self, bridge: LoopBridge, future: _Future, method: str, scheme: str, host: str, port: int | None,
         target: bytes, headers: list[tuple[bytes, bytes]], body: bytes, timeouts: _Timeouts,
-        connection_id: str | None = None,
+        connection_id: str | None = None, proxy: int | None = None,
     ) -> CancelHandle:
         """Sends a request; its PyResponse (or error) is set on `future` through `bridge`."""
+    @staticmethod
+    def register_proxy(scheme: str, host: str, port: int, authorization: bytes | None = None) -> int:
+        """The number requests name an http(s) proxy by (`proxy=`); the credentials stay in the engine."""
     def prewarm(
         self, scheme: str, host: str, port: int | None, connections: int, timeout: float | None
     ) -> tuple[int, str | None]:

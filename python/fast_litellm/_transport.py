@@ -9,6 +9,7 @@ LiteLLM works unchanged.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import threading
 from typing import Any, Optional, Union
@@ -39,10 +40,12 @@ _HTTPX_ERRORS: dict[type, type[httpx.TransportError]] = {
     _core.RemoteProtocolError: httpx.RemoteProtocolError,
     _core.LocalProtocolError: httpx.LocalProtocolError,
     _core.UnsupportedProtocol: httpx.UnsupportedProtocol,
+    _core.ProxyError: httpx.ProxyError,
 }
 _ENGINE_ERRORS = (_core.TransportError, _core.PoolTimeout)
 
-Pool = Union["_core.SimpleConnectionPool", str, None]
+# How a transport names its pool: a SimpleConnectionPool, a pool name, or None (the default pool).
+PoolChoice = Union["_core.SimpleConnectionPool", str, None]
 Verify = Union[bool, str]
 Cert = Union[str, tuple[str, str], None]
 
@@ -64,16 +67,20 @@ def _extensions(response: Any) -> dict:
 
 
 def _refuse_held_connection(request: httpx.Request) -> None:
-    """A proxied request goes through httpx's transport: it cannot use a held connection."""
+    """A held connection goes to its origin directly: a request a proxy applies to cannot use one."""
     if request.extensions.get(CONNECTION_ID) is not None:
         raise httpx.LocalProtocolError("a proxy applies to this request: it cannot be sent on a held connection id",
                                        request=request)
 
 
 class _ProxyRouter:
-    """Sends a request that a proxy applies to through httpx's own transport for that proxy
-    (never silently around it), and counts it.
+    """Which proxy a request goes through (never silently around one), as httpx decides it: the
+    ``proxy`` argument, or with ``trust_env`` the environment's proxies and ``NO_PROXY``. Counts
+    the requests a proxy applies to.
 
+    An ``http://`` or ``https://`` proxy is the engine's (``proxy_number``): requests through it
+    are pooled in Rust. Anything else (``socks5://``, or an ``httpx.Proxy`` with its own SSL
+    context or headers) goes through httpx's own transport for that proxy (``transport_for``).
     httpx's async transports bind their connections to the event loop they were first used in,
     so the async ones are made per event loop (per asyncio loop, per trio run) and closed in it
     when it ends: one of our transports serves any number of ``asyncio.run`` calls and threads
@@ -88,36 +95,51 @@ class _ProxyRouter:
         elif trust_env:
             env = httpx._utils.get_environment_proxies()
             self._routes = sorted((httpx._utils.URLPattern(k), v) for k, v in env.items())
+        # Most transports have no proxy at all: one attribute read per request then.
+        self.has_routes = bool(self._routes)
         self._is_async: Any = None  # known once the first transport is made
         self._transports: dict = {}  # proxy -> sync transport
         # asyncio loop -> its _LoopProxies, removed when the loop ends. Not weak keys (as the
         # bridges in _loops.py): the transports' sockets refer to their loop, so it would never go.
         self._loops: dict = {}
         self._trio_runs: Any = None  # a trio RunVar: each trio run's _LoopProxies
+        self._numbers: dict = {}  # id of a proxy in the routes -> the engine's number, or None
         self._lock = threading.Lock()
 
-    def transport_for(self, url: httpx.URL) -> Any:
-        if not self._routes:
-            return None
+    def proxy_for(self, url: httpx.URL) -> Any:
+        """The proxy that applies to ``url`` (None: none does, or NO_PROXY exempts it), counted."""
         for pattern, proxy in self._routes:
             if pattern.matches(url):
-                if proxy is None:  # NO_PROXY
-                    return None
-                key = str(proxy)
-                with self._lock:
-                    self.proxied += 1
-                    made = None
-                    if self._is_async is None:
-                        made = self._make(proxy)
-                        self._is_async = isinstance(made, httpx.AsyncBaseTransport)
-                    transports = self._loop_proxies().transports if self._is_async else self._transports
-                    if key not in transports:
-                        transports[key] = made if made is not None else self._make(proxy)
-                    return transports[key]
+                if proxy is not None:
+                    with self._lock:
+                        self.proxied += 1
+                return proxy
         return None
 
+    def proxy_number(self, proxy: Any) -> Optional[int]:
+        """The engine's number for an http(s) proxy; None for one httpx's transport must carry.
+        Keyed by the proxy object's identity: the routes keep each one alive."""
+        number = self._numbers.get(id(proxy), _UNSET)
+        if number is _UNSET:  # two threads may both register it: the engine gives both one number
+            number = self._numbers[id(proxy)] = _register_proxy(proxy)
+        return number
+
+    def transport_for(self, proxy: Any) -> Any:
+        """httpx's own transport for ``proxy`` (made once; per event loop for async ones)."""
+        key = str(proxy)
+        with self._lock:
+            made = None
+            if self._is_async is None:
+                made = self._make(proxy)
+                self._is_async = isinstance(made, httpx.AsyncBaseTransport)
+            transports = self._loop_proxies().transports if self._is_async else self._transports
+            if key not in transports:
+                transports[key] = made if made is not None else self._make(proxy)
+            return transports[key]
+
     def routes_through_proxy(self, url: httpx.URL) -> bool:
-        """Whether requests to ``url`` go through a proxy (without counting one)."""
+        """Whether requests to ``url`` go through a proxy (without counting one): prewarm does not
+        warm those."""
         for pattern, proxy in self._routes:
             if pattern.matches(url):
                 return proxy is not None
@@ -191,6 +213,23 @@ class _ProxyRouter:
                     await transport.aclose()
 
 
+_UNSET = object()
+
+
+def _register_proxy(proxy: Any) -> Optional[int]:
+    """The engine's number for ``proxy`` (a URL, or an ``httpx.Proxy``); None when httpx's transport
+    must carry it: socks, or an ``httpx.Proxy`` with an SSL context or headers of its own. The
+    credentials from the URL become the Proxy-Authorization value, kept by the engine alone."""
+    p = proxy if isinstance(proxy, httpx.Proxy) else httpx.Proxy(proxy)
+    if p.url.scheme not in ("http", "https") or p.ssl_context is not None or p.headers:
+        return None
+    authorization = None
+    if p.raw_auth is not None:
+        authorization = b"Basic " + base64.b64encode(b":".join(p.raw_auth))
+    port = p.url.port or (443 if p.url.scheme == "https" else 80)
+    return _core.HttpEngine.register_proxy(p.url.scheme, p.url.host, port, authorization)
+
+
 class _LoopProxies:
     """One event loop's async proxy transports, and what closes them when the loop ends."""
 
@@ -206,40 +245,17 @@ class _LoopProxies:
         return transports
 
 
-def _engine_and_proxies(pool: Pool, verify: Verify, cert: Cert, trust_env: bool, proxy: Any, drain_bytes: int,
-                        drain_timeout: float, http1: bool, http2: bool, local_address: Optional[str],
-                        proxy_transport: Any) -> tuple:
-    """What both transports are made of: the Rust engine, and the proxy router."""
-    engine = _core.HttpEngine(pool, verify, cert, drain_bytes, drain_timeout, http1, http2, local_address)
-    proxies = _ProxyRouter(
-        proxy, trust_env, lambda p: proxy_transport(proxy=p, verify=verify, cert=cert, http1=http1, http2=http2,
-                                                    local_address=local_address)
-    )
-    return engine, proxies
+class _PoolTransport:
+    """What both transports are made of: the Rust engine over a pool, and the router for requests
+    a proxy applies to. One constructor and one stats(), so the sync and async transports take
+    the same arguments and count alike."""
 
-
-class HTTPTransport(httpx.BaseTransport):
-    """A sync httpx transport over fast_litellm's pool.
-
-    ``pool``: a ``SimpleConnectionPool``, a pool name, or ``None`` for the default pool.
-    ``verify``: ``True`` (bundled Mozilla roots), ``False``, or a CA bundle path.
-    ``cert``: a PEM file with certificate and key, or a ``(certificate, key)`` pair of paths.
-    ``http1`` / ``http2``: the HTTP versions spoken, as httpx: with ``http2=True`` TLS offers
-    HTTP/2 and the server chooses (cleartext uses HTTP/1.1 unless ``http1=False``); HTTP/2
-    requests to an endpoint share its connections as streams.
-    ``local_address``: as httpx, the IP address sockets are bound to (``"0.0.0.0"``: IPv4 only,
-    which is how LiteLLM's ``force_ipv4`` asks for it).
-    ``proxy`` / ``trust_env``: as httpx; a request a proxy applies to goes through httpx's own
-    transport for that proxy. ``drain_bytes`` / ``drain_timeout``: how much of a body closed
-    early is read in the background so its connection can be reused.
-
-    ``close()`` leaves the pool alone (it is shared, and LiteLLM closes transports it believes it
-    owns); it closes only the proxy transports, which are made again if needed.
-    """
+    # httpx's own transport for requests a proxy applies to: sync or async, as the subclass.
+    _proxy_transport: Any
 
     def __init__(
         self,
-        pool: Pool = None,
+        pool: PoolChoice = None,
         *,
         verify: Verify = True,
         cert: Cert = None,
@@ -251,29 +267,68 @@ class HTTPTransport(httpx.BaseTransport):
         http2: bool = False,
         local_address: Optional[str] = None,
     ) -> None:
-        self._engine, self._proxies = _engine_and_proxies(
-            pool, verify, cert, trust_env, proxy, drain_bytes, drain_timeout, http1, http2, local_address,
-            httpx.HTTPTransport,
+        self._engine = _core.HttpEngine(pool, verify, cert, drain_bytes, drain_timeout, http1, http2, local_address)
+        make = self._proxy_transport
+        self._proxies = _ProxyRouter(
+            proxy, trust_env, lambda p: make(proxy=p, verify=verify, cert=cert, http1=http1, http2=http2,
+                                             local_address=local_address)
         )
 
+    def stats(self) -> dict:
+        """Requests sent, retried on a fresh connection, bodies drained or abandoned, proxied."""
+        requests, retried, drained, abandoned = self._engine.stats()
+        return {
+            "requests": requests,
+            "retried_on_fresh_connection": retried,
+            "bodies_drained": drained,
+            "bodies_not_drained": abandoned,
+            "proxied_requests": self._proxies.proxied,
+        }
+
+
+class HTTPTransport(_PoolTransport, httpx.BaseTransport):
+    """A sync httpx transport over fast_litellm's pool.
+
+    ``pool``: a ``SimpleConnectionPool``, a pool name, or ``None`` for the default pool.
+    ``verify``: ``True`` (bundled Mozilla roots), ``False``, or a CA bundle path.
+    ``cert``: a PEM file with certificate and key, or a ``(certificate, key)`` pair of paths.
+    ``http1`` / ``http2``: the HTTP versions spoken, as httpx: with ``http2=True`` TLS offers
+    HTTP/2 and the server chooses (cleartext uses HTTP/1.1 unless ``http1=False``); HTTP/2
+    requests to an endpoint share its connections as streams.
+    ``local_address``: as httpx, the IP address sockets are bound to (``"0.0.0.0"``: IPv4 only,
+    which is how LiteLLM's ``force_ipv4`` asks for it).
+    ``proxy`` / ``trust_env``: as httpx; requests through an http(s) proxy are pooled in Rust too
+    (absolute form, or a CONNECT tunnel for https), a socks proxy goes through httpx's own
+    transport. ``drain_bytes`` / ``drain_timeout``: how much of a body closed
+    early is read in the background so its connection can be reused.
+
+    ``close()`` leaves the pool alone (it is shared, and LiteLLM closes transports it believes it
+    owns); it closes only the proxy transports, which are made again if needed.
+    """
+
+    _proxy_transport = httpx.HTTPTransport
+
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        proxied = self._proxies.transport_for(request.url)
-        if proxied is not None:
-            _refuse_held_connection(request)
-            return proxied.handle_request(request)
         url = request.url
+        proxy = self._proxies.proxy_for(url) if self._proxies.has_routes else None
+        number = None
+        if proxy is not None:
+            _refuse_held_connection(request)
+            number = self._proxies.proxy_number(proxy)
+            if number is None:
+                return self._proxies.transport_for(proxy).handle_request(request)
         trace = request.extensions.get("trace")
         try:
             response = self._engine.send(
                 request.method, url.scheme, url.raw_host.decode("ascii"), url.port, url.raw_path,
-                request.headers.raw, request.read(), _timeouts(request), request.extensions.get(CONNECTION_ID),
+                request.headers.raw, request.read(), _timeouts(request), request.extensions.get(CONNECTION_ID), number,
             )
         except _ENGINE_ERRORS as exc:
             error = _httpx_error(exc, request)
             if trace is not None:
                 Tracer(trace, request).emit(exc, error)
             raise error from None
-        chunks, finished = response.take_prefetched()
+        chunks, finished = response.ready_chunks()
         stream = httpx.ByteStream(b"".join(chunks)) if finished else _SyncBody(response, request, chunks)
         if trace is not None:
             tracer = Tracer(trace, request)
@@ -295,44 +350,26 @@ class HTTPTransport(httpx.BaseTransport):
             return 0
         return _prewarm_report(url, *self._engine.prewarm(*target, connections, timeout))
 
-    def stats(self) -> dict:
-        """Requests sent, retried on a fresh connection, bodies drained or abandoned, proxied."""
-        return _stats(self._engine, self._proxies)
-
     def close(self) -> None:
         for transport in self._proxies.take_transports():
             transport.close()
 
 
-class AsyncHTTPTransport(httpx.AsyncBaseTransport):
+class AsyncHTTPTransport(_PoolTransport, httpx.AsyncBaseTransport):
     """The async twin of :class:`HTTPTransport` (same arguments). Usable from any number of
     event loops and threads at once: no state is bound to a loop."""
 
-    def __init__(
-        self,
-        pool: Pool = None,
-        *,
-        verify: Verify = True,
-        cert: Cert = None,
-        trust_env: bool = True,
-        proxy: Any = None,
-        drain_bytes: int = 256 * 1024,
-        drain_timeout: float = 0.5,
-        http1: bool = True,
-        http2: bool = False,
-        local_address: Optional[str] = None,
-    ) -> None:
-        self._engine, self._proxies = _engine_and_proxies(
-            pool, verify, cert, trust_env, proxy, drain_bytes, drain_timeout, http1, http2, local_address,
-            httpx.AsyncHTTPTransport,
-        )
+    _proxy_transport = httpx.AsyncHTTPTransport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        proxied = self._proxies.transport_for(request.url)
-        if proxied is not None:
-            _refuse_held_connection(request)
-            return await proxied.handle_async_request(request)
         url = request.url
+        proxy = self._proxies.proxy_for(url) if self._proxies.has_routes else None
+        number = None
+        if proxy is not None:
+            _refuse_held_connection(request)
+            number = self._proxies.proxy_number(proxy)
+            if number is None:
+                return await self._proxies.transport_for(proxy).handle_async_request(request)
         try:
             body = request.content
         except httpx.RequestNotRead:  # a streaming request body
@@ -344,7 +381,7 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
             handle = self._engine.send_async(
                 bridge, future, request.method, url.scheme, url.raw_host.decode("ascii"),
                 url.port, url.raw_path, request.headers.raw, body, _timeouts(request),
-                request.extensions.get(CONNECTION_ID),
+                request.extensions.get(CONNECTION_ID), number,
             )
             try:
                 response = await future
@@ -356,7 +393,7 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
             if trace is not None:
                 await Tracer(trace, request).aemit(exc, error)
             raise error from None
-        chunks, finished = response.take_prefetched()
+        chunks, finished = response.ready_chunks()
         stream = httpx.ByteStream(b"".join(chunks)) if finished else _AsyncBody(response, request, chunks)
         if trace is not None:
             tracer = Tracer(trace, request)
@@ -381,16 +418,13 @@ class AsyncHTTPTransport(httpx.AsyncBaseTransport):
             raise
         return _prewarm_report(url, ready, error)
 
-    def stats(self) -> dict:
-        """Requests sent, retried on a fresh connection, bodies drained or abandoned, proxied."""
-        return _stats(self._engine, self._proxies)
-
     async def aclose(self) -> None:
         for transport in self._proxies.take_transports():
             await transport.aclose()
 
 
-def _prewarm_target(url: Union[str, httpx.URL], connections: int, proxies: _ProxyRouter) -> Optional[tuple]:
+def _prewarm_target(url: Union[str, httpx.URL], connections: int,
+                    proxies: _ProxyRouter) -> Optional[tuple[str, str, Optional[int]]]:
     """(scheme, host, port) of the origin to prewarm, or None when there is nothing to do."""
     url = httpx.URL(url)
     if not isinstance(connections, int) or connections < 0:
@@ -400,8 +434,8 @@ def _prewarm_target(url: Union[str, httpx.URL], connections: int, proxies: _Prox
     if connections == 0:
         return None
     if proxies.routes_through_proxy(url):
-        logger.warning("fast_litellm: not prewarming %s: a proxy applies to it (proxied requests use httpx's "
-                       "own transport)", _origin(url))
+        logger.warning("fast_litellm: not prewarming %s: a proxy applies to it (prewarm opens direct "
+                       "connections only)", _origin(url))
         return None
     return (url.scheme, url.raw_host.decode("ascii"), url.port)
 
@@ -416,17 +450,6 @@ def _prewarm_report(url: Union[str, httpx.URL], ready: int, error: Optional[str]
     if error is not None:
         logger.warning("fast_litellm: prewarming %s: %d connection(s) ready; %s", _origin(httpx.URL(url)), ready, error)
     return ready
-
-
-def _stats(engine: Any, proxies: _ProxyRouter) -> dict:
-    requests, retried, drained, abandoned = engine.stats()
-    return {
-        "requests": requests,
-        "retried_on_fresh_connection": retried,
-        "bodies_drained": drained,
-        "bodies_not_drained": abandoned,
-        "proxied_requests": proxies.proxied,
-    }
 
 
 class _SyncBody(httpx.SyncByteStream):

@@ -43,6 +43,7 @@ pub struct HttpConn {
     /// Which process made it: a forked child must not shut down its parent's sockets.
     fork_generation: usize,
     tls: bool,
+    pub addressing: Addressing,
     /// Not to be reused from this moment on (monotonic nanoseconds; 0: no such moment): the
     /// server said when it closes idle connections (`Keep-Alive: timeout=N`).
     reuse_until: AtomicU64,
@@ -221,9 +222,11 @@ impl<S> Tracked<S> {
     }
 }
 
+/// The bytes' way: TCP, or TLS over a stream (over TCP, or over TLS to an https proxy whose
+/// tunnel carries the origin's TLS).
 enum Stream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<Stream>>),
 }
 
 macro_rules! delegate {
@@ -278,6 +281,8 @@ impl AsyncWrite for Stream {
 /// allowed), HTTP/2 with prior knowledge over cleartext, and HTTP/2's keep-alive.
 pub struct Dialer {
     pub tls: Arc<ClientConfig>,
+    /// The same TLS settings for an https proxy itself, which is spoken to in HTTP/1.1.
+    pub proxy_tls: Arc<ClientConfig>,
     /// Speak HTTP/2 on cleartext connections without asking (httpx's `http1=False`).
     pub prior_knowledge: bool,
     /// The local address sockets are bound to, if any.
@@ -299,6 +304,23 @@ pub async fn connect(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams
     Ok(conn)
 }
 
+/// TLS over `stream` to `server_name` (the origin, or an https proxy).
+async fn tls_handshake(stream: Stream, server_name: &str, config: &Arc<ClientConfig>) -> Result<Box<TlsStream<Stream>>, HttpError> {
+    let tls = TlsConnector::from(config.clone())
+        .connect(super::tls::server_name(server_name)?, stream)
+        .await
+        .map_err(|e| HttpError::Connect(format!("TLS handshake failed: {e}")))?;
+    Ok(Box::new(tls))
+}
+
+/// How a request names its target on a connection: origin form (`GET /path`), or absolute form
+/// to a forward proxy (`GET http://host:port/path`, with the proxy's credentials).
+#[derive(Clone)]
+pub enum Addressing {
+    Origin,
+    Absolute { authorization: Option<http::HeaderValue> },
+}
+
 /// What opening an endpoint's connections cost: TLS handshakes by kind, and the time from the
 /// name lookup to a connection ready for requests (successful opens only).
 #[derive(Debug, Default)]
@@ -317,27 +339,41 @@ impl Opened {
 
 async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> Result<HttpConn, HttpError> {
     let host = endpoint.host_bare();
-    let answers = super::dns::resolve(host, endpoint.port()).await?;
+    let proxy = match endpoint.via() {
+        Some(via) => Some(super::proxy::get(via).ok_or_else(|| HttpError::Config("unknown proxy".into()))?),
+        None => None,
+    };
+    let (dial_host, dial_port) = match &proxy {
+        Some(proxy) => (proxy.host.as_str(), proxy.port),
+        None => (host, endpoint.port()),
+    };
+    let answers = super::dns::resolve(dial_host, dial_port).await?;
     let tcp = super::dns::connect(&answers, dialer.local_address).await?;
     tcp.set_nodelay(true).map_err(|e| HttpError::Connect(e.to_string()))?;
     let socket = std::net::TcpStream::from(
         std::os::fd::AsFd::as_fd(&tcp).try_clone_to_owned().map_err(|e| HttpError::Connect(e.to_string()))?,
     );
-    let (stream, http2) = match endpoint.scheme() {
-        Scheme::Http => (Stream::Plain(tcp), dialer.prior_knowledge),
-        Scheme::Https => {
-            let tls_stream = TlsConnector::from(dialer.tls.clone())
-                .connect(super::tls::server_name(host)?, tcp)
-                .await
-                .map_err(|e| HttpError::Connect(format!("TLS handshake failed: {e}")))?;
-            let session = tls_stream.get_ref().1;
+    let mut stream = Stream::Plain(tcp);
+    if let Some(proxy) = proxy.as_ref().filter(|p| p.scheme == Scheme::Https) {
+        stream = Stream::Tls(tls_handshake(stream, &proxy.host, &dialer.proxy_tls).await?);
+    }
+    let (stream, http2, addressing) = match (endpoint.scheme(), &proxy) {
+        (Scheme::Http, None) => (stream, dialer.prior_knowledge, Addressing::Origin),
+        // Requests in absolute form to the proxy, over HTTP/1.1 (what forward proxies speak).
+        (Scheme::Http, Some(proxy)) => (stream, false, Addressing::Absolute { authorization: proxy.authorization.clone() }),
+        (Scheme::Https, _) => {
+            if let Some(proxy) = &proxy {
+                super::proxy::tunnel(&mut stream, host, endpoint.port(), proxy).await?;
+            }
+            let tls = tls_handshake(stream, host, &dialer.tls).await?;
+            let session = tls.get_ref().1;
             let kind = match session.handshake_kind() {
                 Some(rustls::HandshakeKind::Resumed) => &streams.opened.tls_resumed,
                 _ => &streams.opened.tls_full,
             };
             kind.fetch_add(1, Relaxed);
             let http2 = session.alpn_protocol() == Some(b"h2");
-            (Stream::Tls(Box::new(tls_stream)), http2)
+            (Stream::Tls(tls), http2, Addressing::Origin)
         }
     };
     let activity = Arc::new(Activity::default());
@@ -367,7 +403,8 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> R
         driver,
         socket,
         fork_generation: super::runtime::fork_generation(),
-        tls: endpoint.scheme() == Scheme::Https,
+        tls: endpoint.scheme() == Scheme::Https || proxy.is_some_and(|p| p.scheme == Scheme::Https),
+        addressing,
         reuse_until: AtomicU64::new(0),
         _counted: streams.count(version),
     })

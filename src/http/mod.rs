@@ -6,6 +6,7 @@ mod conn;
 pub mod dns;
 mod head;
 pub mod http2;
+pub mod proxy;
 mod runtime;
 pub mod tls;
 
@@ -13,7 +14,7 @@ pub use conn::HttpConn;
 pub use http2::{EndpointHttpStats, KeepAlive, Streams};
 pub use runtime::{block_on, fork_generation, reset_after_fork, spawn};
 
-use crate::pool::{CloseReason, Clock, Endpoint, Lease, Pool, Route, Scheme, SystemClock};
+use crate::pool::{CloseReason, Clock, Endpoint, Lease, Pool, EndpointRef, Scheme, SystemClock};
 use bytes::Bytes;
 use conn::{Activity, Dialer};
 use http::header::{HeaderName, HeaderValue};
@@ -39,6 +40,8 @@ pub enum HttpError {
     Write(String),
     RemoteProtocol(String),
     LocalProtocol(String),
+    /// A proxy refused to open a tunnel (httpx's `ProxyError`).
+    Proxy(String),
     /// A setting that cannot be used (a CA file that does not parse, ...).
     Config(String),
 }
@@ -55,6 +58,7 @@ impl fmt::Display for HttpError {
             HttpError::Write(m) => write!(f, "sending the request failed: {m}"),
             HttpError::RemoteProtocol(m) => write!(f, "the server broke the HTTP protocol: {m}"),
             HttpError::LocalProtocol(m) => write!(f, "invalid request: {m}"),
+            HttpError::Proxy(m) => f.write_str(m),
             HttpError::Config(m) => f.write_str(m),
         }
     }
@@ -146,8 +150,13 @@ impl Client {
         if !versions.http1 && !versions.http2 {
             return Err(HttpError::Config("at least one of http1 and http2 must be enabled".into()));
         }
+        let config = tls.client_config()?;
+        // An https proxy is spoken to in HTTP/1.1, with the same trust (as httpx does).
+        let mut proxy_tls = (*config).clone();
+        proxy_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let dialer = Dialer {
-            tls: tls.client_config()?,
+            tls: config,
+            proxy_tls: Arc::new(proxy_tls),
             prior_knowledge: versions.http2 && !versions.http1,
             local_address: tls.local_address,
             keep_alive,
@@ -158,7 +167,11 @@ impl Client {
     /// The pool key for an origin under this client's settings (cleartext connections that are
     /// not like everyone's get keys of their own: HTTP/2 with prior knowledge cannot carry
     /// HTTP/1.1, and a bound local address is a promise to the caller).
-    pub fn endpoint(&self, origin: Endpoint) -> Endpoint {
+    pub fn endpoint(&self, origin: Endpoint, via: Option<crate::pool::Via>) -> Endpoint {
+        let origin = match via {
+            Some(via) => origin.with_proxy(via),
+            None => origin,
+        };
         let own_cleartext_keys = self.dialer.prior_knowledge || self.dialer.local_address.is_some();
         match origin.scheme() {
             Scheme::Https => origin.with_tls_profile(self.tls_profile),
@@ -170,7 +183,8 @@ impl Client {
     /// Whether requests to this endpoint may go over HTTP/2 (offered in TLS's ALPN, or spoken
     /// with prior knowledge): then they share connections as streams.
     fn offers_http2(&self, endpoint: &Endpoint) -> bool {
-        self.versions.http2 && (endpoint.scheme() == Scheme::Https || self.dialer.prior_knowledge)
+        let cleartext_http2 = self.dialer.prior_knowledge && endpoint.via().is_none();
+        self.versions.http2 && (endpoint.scheme() == Scheme::Https || cleartext_http2)
     }
 
     /// Sends one request and returns once the response head has arrived.
@@ -182,10 +196,10 @@ impl Client {
     /// retry policy decides (the openai SDK and LiteLLM have one).
     pub async fn send(&self, pool: &Pool<HttpConn>, request: RequestParts) -> Result<Response, HttpError> {
         self.stats.requests.fetch_add(1, Relaxed);
-        let route = pool.route(&request.endpoint);
+        let endpoint_ref = pool.endpoint_ref(&request.endpoint);
         let mut retried = false;
         loop {
-            let (attempt, new_connection) = match self.connection(pool, &route, &request).await? {
+            let (attempt, new_connection) = match self.connection(pool, &endpoint_ref, &request).await? {
                 Conn::Http1(in_flight, new_connection) => (self.send_http1(in_flight, new_connection, &request).await, new_connection),
                 Conn::Http2(stream) => {
                     let new_connection = stream.new_connection;
@@ -219,9 +233,9 @@ impl Client {
     /// pool stops it). Over HTTP/2 one connection carries many streams: it stops at the first.
     /// Returns how many connections are open, and the first error met opening one.
     pub async fn prewarm(&self, pool: &Pool<HttpConn>, origin: Endpoint, wanted: usize, connect: Option<Duration>) -> (usize, Option<HttpError>) {
-        let endpoint = self.endpoint(origin);
-        let route = pool.route(&endpoint);
-        let streams = route.per_endpoint();
+        let endpoint = self.endpoint(origin, None);
+        let endpoint_ref = pool.endpoint_ref(&endpoint);
+        let streams = endpoint_ref.per_endpoint();
         let timeouts = Timeouts { connect, ..Timeouts::default() };
         let mut leases = Vec::new();
         let mut first_error = None;
@@ -230,7 +244,7 @@ impl Client {
         while leases.len() < wanted {
             let mut opening = Vec::new();
             while leases.len() + opening.len() < wanted && opening.len() < batch {
-                match pool.try_get(&route) {
+                match pool.try_get(&endpoint_ref) {
                     Ok(lease) if lease.conn().is_some() => leases.push(lease),
                     Ok(lease) => opening.push(lease),
                     Err(_) => break,
@@ -308,15 +322,15 @@ impl Client {
 
     /// A connection to send on: an HTTP/1.1 connection under a lease, or a stream on an
     /// HTTP/2 connection. Opens one if the pool hands out a new slot.
-    async fn connection(&self, pool: &Pool<HttpConn>, route: &Route<HttpConn>, request: &RequestParts) -> Result<Conn, HttpError> {
-        let streams = route.per_endpoint();
+    async fn connection(&self, pool: &Pool<HttpConn>, endpoint_ref: &EndpointRef<HttpConn>, request: &RequestParts) -> Result<Conn, HttpError> {
+        let streams = endpoint_ref.per_endpoint();
         let offers_http2 = self.offers_http2(&request.endpoint);
         let lease = match offers_http2 {
-            true => match checkout_http2(pool, route, streams, request.timeouts.pool).await? {
+            true => match checkout_http2(pool, endpoint_ref, streams, request.timeouts.pool).await? {
                 Offer::Stream(stream) => return Ok(Conn::Http2(stream)),
                 Offer::Lease(lease) => lease,
             },
-            false => checkout(pool, route, request.timeouts.pool).await?,
+            false => checkout(pool, endpoint_ref, request.timeouts.pool).await?,
         };
         let mut lease = match streams.carry(lease, false) {
             http2::Carried::Stream(stream) => return Ok(Conn::Http2(stream)),
@@ -471,7 +485,7 @@ enum Offer {
 /// up first.
 async fn checkout_http2(
     pool: &Pool<HttpConn>,
-    route: &Route<HttpConn>,
+    endpoint_ref: &EndpointRef<HttpConn>,
     streams: &Arc<Streams>,
     limit: Option<Duration>,
 ) -> Result<Offer, HttpError> {
@@ -505,7 +519,7 @@ async fn checkout_http2(
         }
         let queued = match &mut ticket {
             Some(queued) => queued,
-            None => match pool.get_or_queue(route) {
+            None => match pool.get_or_queue(endpoint_ref) {
                 Ok(lease) => return Ok(Offer::Lease(lease)),
                 Err(queued) => ticket.insert(queued),
             },
@@ -522,8 +536,8 @@ async fn checkout_http2(
 }
 
 /// Waits for a connection, up to the pool timeout (first come, first served).
-async fn checkout(pool: &Pool<HttpConn>, route: &Route<HttpConn>, limit: Option<Duration>) -> Result<Lease<HttpConn>, HttpError> {
-    match pool.get_or_queue(route) {
+async fn checkout(pool: &Pool<HttpConn>, endpoint_ref: &EndpointRef<HttpConn>, limit: Option<Duration>) -> Result<Lease<HttpConn>, HttpError> {
+    match pool.get_or_queue(endpoint_ref) {
         Ok(lease) => Ok(lease),
         Err(ticket) => match limit {
             None => Ok(ticket.await),
@@ -612,14 +626,28 @@ async fn exchange(
     let activity = conn.activity.clone();
     let conn::Sender::Http1(sender) = &mut conn.sender else { unreachable!("HTTP/2 goes through http2::exchange") };
     let local = |message: String| Failure { error: HttpError::LocalProtocol(message), sent: Sent::Final };
-    let mut builder = Request::builder().method(request.method.clone()).uri(
-        http::Uri::from_maybe_shared(request.target.clone())
-            .map_err(|_| local("the request target is not a valid URL path".into()))?,
-    );
+    let target = match &conn.addressing {
+        conn::Addressing::Origin => request.target.clone(),
+        conn::Addressing::Absolute { .. } => {
+            // As httpx writes it: the port only when it is not the scheme's default.
+            let e = &request.endpoint;
+            let origin = match e.port() == e.scheme().default_port() {
+                true => format!("{}://{}", e.scheme().as_str(), e.host()),
+                false => format!("{}://{}:{}", e.scheme().as_str(), e.host(), e.port()),
+            };
+            Bytes::from([origin.as_bytes(), &request.target].concat())
+        }
+    };
+    let mut builder = Request::builder()
+        .method(request.method.clone())
+        .uri(http::Uri::from_maybe_shared(target).map_err(|_| local("the request target is not a valid URL path".into()))?);
     if let Some(headers) = builder.headers_mut() {
-        headers.reserve(request.headers.len());
+        headers.reserve(request.headers.len() + 1);
         for (name, value) in &request.headers {
             headers.append(name.clone(), value.clone());
+        }
+        if let conn::Addressing::Absolute { authorization: Some(value) } = &conn.addressing {
+            headers.insert(http::header::PROXY_AUTHORIZATION, value.clone());
         }
     }
     let http_request = builder.body(Full::new(request.body.clone())).map_err(|e| local(e.to_string()))?;

@@ -35,7 +35,8 @@ impl Scheme {
 }
 
 /// A pool key: `scheme://host:port`, plus the id of the TLS settings its connections were made
-/// with, so that connections with different verification or client certificates never mix.
+/// with, so that connections with different verification or client certificates never mix, and
+/// the proxy they go through, if any.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     scheme: Scheme,
@@ -43,6 +44,15 @@ pub struct Endpoint {
     host: Arc<str>,
     port: u16,
     tls_profile: u32,
+    via: Option<Via>,
+}
+
+/// A proxy connections go through: its number (which also stands for its credentials, kept
+/// by the layer above) and its origin, as keys show it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Via {
+    pub id: u32,
+    pub origin: Arc<str>,
 }
 
 /// Why an endpoint string was refused. The messages name the problem, never the input.
@@ -130,7 +140,7 @@ impl Endpoint {
             None => scheme.default_port(),
             Some(p) => parse_port(p)?,
         };
-        Ok(Endpoint { scheme, host: host.into(), port, tls_profile: 0 })
+        Ok(Endpoint { scheme, host: host.into(), port, tls_profile: 0, via: None })
     }
 
     /// An origin from its parts, as an HTTP client has them (an IPv6 host without brackets).
@@ -149,7 +159,7 @@ impl Endpoint {
             Some(p) => p,
             None => scheme.default_port(),
         };
-        Ok(Endpoint { scheme, host: host.into(), port, tls_profile: 0 })
+        Ok(Endpoint { scheme, host: host.into(), port, tls_profile: 0, via: None })
     }
 
     /// True if `input` is only `scheme://host[:port]` (with at most a trailing `/`): nothing in
@@ -170,6 +180,17 @@ impl Endpoint {
         self
     }
 
+    /// The same origin reached through a proxy.
+    pub fn with_proxy(mut self, via: Via) -> Endpoint {
+        self.via = Some(via);
+        self
+    }
+
+    /// The proxy this key's connections go through.
+    pub fn via(&self) -> Option<&Via> {
+        self.via.as_ref()
+    }
+
     pub fn scheme(&self) -> Scheme {
         self.scheme
     }
@@ -187,21 +208,16 @@ impl Endpoint {
     pub fn port(&self) -> u16 {
         self.port
     }
-
-    pub fn tls_profile(&self) -> u32 {
-        self.tls_profile
-    }
-
-    /// `scheme://host:port`, the origin without the TLS settings id.
-    pub fn origin(&self) -> String {
-        format!("{}://{}:{}", self.scheme.as_str(), self.host, self.port)
-    }
 }
 
-/// `https://api.openai.com:443`, with ` (tls settings #N)` when not the default settings.
+/// `https://api.openai.com:443`, with ` via http://proxy:3128` through a proxy (its origin only)
+/// and ` (tls settings #N)` when not the default settings.
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://{}:{}", self.scheme.as_str(), self.host, self.port)?;
+        if let Some(via) = &self.via {
+            write!(f, " via {}", via.origin)?;
+        }
         if self.tls_profile != 0 {
             write!(f, " (tls settings #{})", self.tls_profile)?;
         }
@@ -348,6 +364,9 @@ mod tests {
         let b = a.clone().with_tls_profile(2);
         assert_ne!(a, b);
         assert_eq!(b.to_string(), "https://h:443 (tls settings #2)");
-        assert_eq!(b.origin(), "https://h:443");
+        let via = Via { id: 1, origin: "http://proxy:3128".into() };
+        let c = b.clone().with_proxy(via);
+        assert_ne!(b, c);
+        assert_eq!(c.to_string(), "https://h:443 via http://proxy:3128 (tls settings #2)");
     }
 }

@@ -4,7 +4,7 @@
 use super::bridge::{LoopBridge, Sender};
 use super::errors::http_error;
 use super::timeout_arg;
-use super::registry::Handle;
+use super::registry::NamedPool;
 use crate::http::tls::{ConnectSettings, Verify, Versions};
 use crate::http::{self, Body, Client, DrainPolicy, HttpError, KeepAlive, RequestParts, Response, Timeouts};
 use crate::pool::{ConnId, Endpoint, Scheme};
@@ -13,7 +13,6 @@ use http::HttpConn;
 use ::http::header::{HeaderName, HeaderValue};
 use ::http::{Method, Version};
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::future::Future;
@@ -47,7 +46,7 @@ where
 /// A shared engine handle: the pool, and the client with its TLS settings.
 #[pyclass(module = "fast_litellm._core", frozen)]
 pub struct HttpEngine {
-    pool: Handle,
+    pool: NamedPool,
     client: Arc<Client>,
 }
 
@@ -73,23 +72,28 @@ impl HttpEngine {
         body: &[u8],
         timeouts: (Option<f64>, Option<f64>, Option<f64>, Option<f64>),
         held: Option<&Bound<'_, PyAny>>,
+        proxy: Option<u32>,
     ) -> PyResult<Prepared> {
         let held = match held {
             // A request's problem, reported as the transport reports one (LocalProtocolError).
-            Some(id) => super::id_arg(id).map_err(|e| super::errors::LocalProtocolError::new_err(e.to_string()))?,
+            Some(id) => super::id_arg(id).map_err(|e| super::errors::invalid_request(e.to_string()))?,
             None => None,
         };
         let origin = origin(scheme, host, port)?;
-        let method = Method::from_bytes(method.as_bytes()).map_err(|_| super::errors::LocalProtocolError::new_err("invalid HTTP method"))?;
+        let via = match proxy {
+            None => None,
+            Some(id) => Some(crate::http::proxy::via(id).ok_or_else(|| super::errors::invalid_argument("unknown proxy number"))?),
+        };
+        let method = Method::from_bytes(method.as_bytes()).map_err(|_| super::errors::invalid_request("invalid HTTP method"))?;
         let mut parsed = Vec::with_capacity(headers.len());
         for item in headers.iter() {
-            let pair = item.cast::<PyTuple>().map_err(|_| PyTypeError::new_err("headers must be (bytes, bytes) pairs"))?;
+            let pair = item.cast::<PyTuple>().map_err(|_| super::errors::invalid_type("headers must be (bytes, bytes) pairs"))?;
             let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
             let (name, value): (&[u8], &[u8]) = (name.extract()?, value.extract()?);
-            let name = HeaderName::from_bytes(name).map_err(|_| super::errors::LocalProtocolError::new_err("invalid header name"))?;
+            let name = HeaderName::from_bytes(name).map_err(|_| super::errors::invalid_request("invalid header name"))?;
             // The value is never echoed: it may be an API key.
             let value = HeaderValue::from_bytes(value)
-                .map_err(|_| super::errors::LocalProtocolError::new_err(format!("invalid value for header '{name}' (control characters?)")))?;
+                .map_err(|_| super::errors::invalid_request(format!("invalid value for header '{name}' (control characters?)")))?;
             parsed.push((name, value));
         }
         Ok(Prepared {
@@ -97,7 +101,7 @@ impl HttpEngine {
             pool: self.pool.pool().into_owned(),
             request: RequestParts {
                 method,
-                endpoint: self.client.endpoint(origin),
+                endpoint: self.client.endpoint(origin, via),
                 target: Bytes::copy_from_slice(target),
                 headers: parsed,
                 body: Bytes::copy_from_slice(body),
@@ -139,15 +143,14 @@ fn origin(scheme: &str, host: &str, port: Option<i64>) -> PyResult<Endpoint> {
         "http" => Scheme::Http,
         "https" => Scheme::Https,
         other => {
-            return Err(super::errors::UnsupportedProtocol::new_err(format!("request URL has an unsupported protocol '{other}://'")))
+            return Err(super::errors::unsupported_protocol(other))
         }
     };
-    let cannot_connect = |e: crate::pool::EndpointError| super::errors::ConnectError::new_err(e.to_string());
     let port = match port {
         None => None,
-        Some(p) => Some(u16::try_from(p).map_err(|_| cannot_connect(crate::pool::EndpointError::InvalidPort))?),
+        Some(p) => Some(u16::try_from(p).map_err(|_| super::errors::cannot_connect(crate::pool::EndpointError::InvalidPort))?),
     };
-    Endpoint::from_parts(scheme, host, port).map_err(cannot_connect)
+    Endpoint::from_parts(scheme, host, port).map_err(super::errors::cannot_connect)
 }
 
 /// Sends, then takes the body bytes that arrived with the head (one hand-over to Python for a
@@ -192,7 +195,7 @@ impl HttpEngine {
         local_address: Option<&str>,
     ) -> PyResult<Self> {
         let pool = match pool {
-            None => Handle::open_default().map_err(super::errors::settings_error)?,
+            None => NamedPool::open_default().map_err(super::errors::settings_error)?,
             Some(p) => {
                 if let Ok(handle) = p.cast::<super::PySimpleConnectionPool>() {
                     handle.get().handle.clone()
@@ -227,18 +230,19 @@ impl HttpEngine {
         let versions = Versions { http1, http2 };
         let local_address = match local_address {
             None => None,
-            Some(a) => Some(a.parse::<std::net::IpAddr>().map_err(|_| PyValueError::new_err("local_address must be an IP address"))?),
+            Some(a) => Some(a.parse::<std::net::IpAddr>().map_err(|_| super::errors::invalid_argument("local_address must be an IP address"))?),
         };
         let tls = ConnectSettings { verify, client_cert, versions, local_address };
         let client = Client::new(tls, DrainPolicy { max_bytes: drain_bytes, max_time }, KeepAlive::default())
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            .map_err(|e| super::errors::invalid_argument(e.to_string()))?;
         Ok(HttpEngine { pool, client: Arc::new(client) })
     }
 
     /// Sends a request and returns its response head (and any body already read), blocking
-    /// without the GIL.
+    /// without the GIL. A deliberate mirror of `send_async` (same arguments, one prepared
+    /// request): the sync and async transports stay twins.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (method, scheme, host, port, target, headers, body, timeouts, connection_id=None))]
+    #[pyo3(signature = (method, scheme, host, port, target, headers, body, timeouts, connection_id=None, proxy=None))]
     fn send(
         &self,
         py: Python<'_>,
@@ -251,15 +255,16 @@ impl HttpEngine {
         body: &[u8],
         timeouts: (Option<f64>, Option<f64>, Option<f64>, Option<f64>),
         connection_id: Option<&Bound<'_, PyAny>>,
+        proxy: Option<u32>,
     ) -> PyResult<PyResponse> {
-        let prepared = self.prepare(method, scheme, host, port, target, headers, body, timeouts, connection_id)?;
+        let prepared = self.prepare(method, scheme, host, port, target, headers, body, timeouts, connection_id, proxy)?;
         block_on_interruptibly(py, send_and_prefetch(prepared))?.map_err(http_error)
     }
 
     /// Sends a request on the runtime; its response (or error) is set on `future` through
-    /// `bridge`. Returns a handle whose `cancel()` stops the request.
+    /// `bridge`. Returns a handle whose `cancel()` stops the request. The async twin of `send`.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (bridge, future, method, scheme, host, port, target, headers, body, timeouts, connection_id=None))]
+    #[pyo3(signature = (bridge, future, method, scheme, host, port, target, headers, body, timeouts, connection_id=None, proxy=None))]
     fn send_async(
         &self,
         bridge: &LoopBridge,
@@ -273,8 +278,9 @@ impl HttpEngine {
         body: &[u8],
         timeouts: (Option<f64>, Option<f64>, Option<f64>, Option<f64>),
         connection_id: Option<&Bound<'_, PyAny>>,
+        proxy: Option<u32>,
     ) -> PyResult<CancelHandle> {
-        let prepared = self.prepare(method, scheme, host, port, target, headers, body, timeouts, connection_id)?;
+        let prepared = self.prepare(method, scheme, host, port, target, headers, body, timeouts, connection_id, proxy)?;
         let sender = bridge.sender();
         Ok(spawn_to_loop(sender, future, async move {
             match send_and_prefetch(prepared).await {
@@ -282,6 +288,25 @@ impl HttpEngine {
                 Err(e) => Err(e),
             }
         }))
+    }
+
+    /// The number requests name a forward proxy by (`send(..., proxy=n)`): the same for the same
+    /// proxy origin and `Proxy-Authorization` value, which stays in the engine (never in a pool
+    /// key, a stat or a message).
+    #[staticmethod]
+    #[pyo3(signature = (scheme, host, port, authorization=None))]
+    fn register_proxy(scheme: &str, host: &str, port: u16, authorization: Option<&[u8]>) -> PyResult<u32> {
+        let scheme = match scheme {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            other => return Err(super::errors::unsupported_protocol(other)),
+        };
+        let authorization = match authorization {
+            None => None,
+            Some(value) => Some(HeaderValue::from_bytes(value).map_err(|_| super::errors::invalid_argument("the proxy credentials are not a valid header value"))?),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        Ok(crate::http::proxy::register(crate::http::proxy::Proxy { scheme, host, port, authorization }).id)
     }
 
     /// Opens up to `connections` connections to the origin ahead of need (see
@@ -332,7 +357,7 @@ where
             Ok(Ok(deliver)) => deliver,
             Ok(Err(e)) => Box::new(move |_py: Python<'_>| Err(http_error(e))),
             Err(()) => Box::new(|_py: Python<'_>| {
-                Err(pyo3::exceptions::PyRuntimeError::new_err("fast_litellm internal error: the request task panicked"))
+                Err(super::errors::task_panicked())
             }),
         };
         sender.complete(future, deliver);
@@ -384,7 +409,7 @@ pub struct PyResponse {
     /// Whether the request opened a new connection (the `trace` extension reports it).
     #[pyo3(get)]
     new_connection: bool,
-    prefetched: Mutex<Vec<Bytes>>,
+    prefetched: Mutex<Option<Vec<Bytes>>>,
     body: Arc<Mutex<BodySlot>>,
 }
 
@@ -443,7 +468,7 @@ impl PyResponse {
             version: response.version,
             headers: response.headers,
             new_connection: response.new_connection,
-            prefetched: Mutex::new(prefetched),
+            prefetched: Mutex::new(Some(prefetched)),
             body: Arc::new(Mutex::new(BodySlot::Here(response.body))),
         }
     }
@@ -511,20 +536,21 @@ impl PyResponse {
         Ok(list)
     }
 
-    /// The chunks read with the head, handed over once, and whether the body already ended.
-    fn take_prefetched<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, bool)> {
-        let chunks = std::mem::take(&mut *self.prefetched.lock());
-        let list = PyList::empty(py);
-        for c in chunks {
-            list.append(PyBytes::new(py, &c))?;
-        }
-        Ok((list, self.is_finished()))
-    }
-
-    /// The body chunks that have already arrived (without waiting), and whether the body ended.
-    /// Lets a reader skip a hand-over through the runtime when data is there.
+    /// The body chunks here now, without waiting, and whether the body ended: first the ones
+    /// read with the head (handed over once), then whatever else has arrived. With
+    /// `read_chunk` / `read_chunk_async` (wait for the next one) this is the whole way body
+    /// bytes reach Python: a reader asks for what is here, and waits only when nothing is,
+    /// which skips a hand-over through the runtime whenever data is already there.
     fn ready_chunks<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, bool)> {
         let list = PyList::empty(py);
+        if let Some(prefetched) = self.prefetched.lock().take() {
+            // The first call, with the head: never polls further, so that a body error comes
+            // from reading the body (after these chunks), not from handing the head over.
+            for c in prefetched {
+                list.append(PyBytes::new(py, &c))?;
+            }
+            return Ok((list, self.is_finished()));
+        }
         let mut slot = self.body.lock();
         let finished = match &mut *slot {
             // Taken by a read under way, or already given back to the pool.

@@ -2,7 +2,7 @@
 
 use crate::http::HttpError;
 use crate::pool::{EndpointError, SettingsError};
-use pyo3::exceptions::{PyException, PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyException, PyOSError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 pyo3::create_exception!(
@@ -21,6 +21,7 @@ pyo3::create_exception!(fast_litellm._core, WriteError, TransportError, "Sending
 pyo3::create_exception!(fast_litellm._core, RemoteProtocolError, TransportError, "The server broke the HTTP protocol.");
 pyo3::create_exception!(fast_litellm._core, LocalProtocolError, TransportError, "The request cannot be sent as it is.");
 pyo3::create_exception!(fast_litellm._core, UnsupportedProtocol, TransportError, "The URL's scheme is not http or https.");
+pyo3::create_exception!(fast_litellm._core, ProxyError, TransportError, "A proxy refused to open a tunnel.");
 
 /// The engine's errors, each as the exception named after httpx's class.
 pub fn http_error(e: HttpError) -> PyErr {
@@ -35,6 +36,7 @@ pub fn http_error(e: HttpError) -> PyErr {
         HttpError::Write(_) => WriteError::new_err(message),
         HttpError::RemoteProtocol(_) => RemoteProtocolError::new_err(message),
         HttpError::LocalProtocol(_) => LocalProtocolError::new_err(message),
+        HttpError::Proxy(_) => ProxyError::new_err(message),
         HttpError::Config(_) => PyValueError::new_err(message),
     }
 }
@@ -53,6 +55,7 @@ pub fn add_exceptions(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RemoteProtocolError", py.get_type::<RemoteProtocolError>())?;
     m.add("LocalProtocolError", py.get_type::<LocalProtocolError>())?;
     m.add("UnsupportedProtocol", py.get_type::<UnsupportedProtocol>())?;
+    m.add("ProxyError", py.get_type::<ProxyError>())?;
     Ok(())
 }
 
@@ -75,4 +78,40 @@ pub fn wrong_type(what: &str, expected: &str, got: &Bound<'_, PyAny>) -> PyErr {
 
 pub fn pool_timeout(endpoint: &impl std::fmt::Display) -> PyErr {
     PoolTimeout::new_err(format!("timed out waiting for a free connection to {endpoint}"))
+}
+
+/// A request that cannot be sent as it is (a bad header, method or connection id): httpx's
+/// `LocalProtocolError`.
+pub fn invalid_request(message: impl Into<String>) -> PyErr {
+    LocalProtocolError::new_err(message.into())
+}
+
+/// A URL whose scheme is neither http nor https.
+pub fn unsupported_protocol(scheme: &str) -> PyErr {
+    UnsupportedProtocol::new_err(format!("request URL has an unsupported protocol '{scheme}://'"))
+}
+
+/// What no connection can be opened to (a bad port or host), as httpx reports it.
+pub fn cannot_connect(e: EndpointError) -> PyErr {
+    ConnectError::new_err(e.to_string())
+}
+
+/// An argument with a value that cannot be used.
+pub fn invalid_argument(message: impl Into<String>) -> PyErr {
+    PyValueError::new_err(message.into())
+}
+
+/// An argument of a type that cannot be used (see also [`wrong_type`]).
+pub fn invalid_type(message: impl Into<String>) -> PyErr {
+    PyTypeError::new_err(message.into())
+}
+
+/// The operating system refused what the bindings need (an eventfd).
+pub fn os_error(what: &str, e: impl std::fmt::Display) -> PyErr {
+    PyOSError::new_err(format!("{what} failed: {e}"))
+}
+
+/// A task on the runtime panicked: reported on its future, never a future that waits forever.
+pub fn task_panicked() -> PyErr {
+    PyRuntimeError::new_err("fast_litellm internal error: the request task panicked")
 }

@@ -7,12 +7,11 @@ mod registry;
 
 use crate::http::EndpointHttpStats;
 use crate::pool::{HistogramSnapshot, BUCKET_BOUNDS};
-use crate::pool::{seconds, ConnId, Endpoint, Lease, Pool, Route, Settings};
+use crate::pool::{seconds, ConnId, Endpoint, Lease, Pool, EndpointRef, Settings};
 use errors::{endpoint_error, pool_timeout, settings_error, wrong_type};
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
-use registry::{Conn, Handle};
+use registry::{Conn, NamedPool};
 use once_cell::sync::OnceCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,9 +21,9 @@ use std::time::{Duration, Instant};
 const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_POOL_NAME_LEN: usize = 256;
 
-fn route_arg(pool: &Pool<Conn>, obj: &Bound<'_, PyAny>) -> PyResult<Route<Conn>> {
+fn route_arg(pool: &Pool<Conn>, obj: &Bound<'_, PyAny>) -> PyResult<EndpointRef<Conn>> {
     let s = obj.cast::<PyString>().map_err(|_| wrong_type("endpoint", "a str", obj))?;
-    pool.route_str(s.to_str()?).map_err(endpoint_error)
+    pool.endpoint_ref_str(s.to_str()?).map_err(endpoint_error)
 }
 
 /// `None` (what `get_connection` returns when the pool is full) is accepted and names nothing,
@@ -35,7 +34,7 @@ fn id_arg(obj: &Bound<'_, PyAny>) -> PyResult<Option<ConnId>> {
     }
     let s = obj.cast::<PyString>().map_err(|_| wrong_type("connection id", "a str", obj))?;
     ConnId::parse(s.to_str()?).map(Some).ok_or_else(|| {
-        PyValueError::new_err("connection id is not a UUID string like the ones get_connection returns")
+        errors::invalid_argument("connection id is not a UUID string like the ones get_connection returns")
     })
 }
 
@@ -46,7 +45,7 @@ fn id_str<'py>(py: Python<'py>, id: ConnId) -> Bound<'py, PyString> {
 /// A timeout in seconds from Python; `None` waits without limit. `what` names it in the error.
 pub(crate) fn timeout_arg(timeout: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
     match timeout {
-        Some(t) if t.is_nan() || t < 0.0 => Err(PyValueError::new_err(format!(
+        Some(t) if t.is_nan() || t < 0.0 => Err(errors::invalid_argument(format!(
             "{what} must be a non-negative number of seconds, or None to wait without limit"
         ))),
         Some(t) => Ok(Some(Duration::from_secs_f64(t.min(1e9)))),
@@ -62,7 +61,7 @@ fn positive_int(key: &str, value: &Bound<'_, PyAny>) -> PyResult<usize> {
     usize::try_from(n)
         .ok()
         .filter(|n| *n > 0)
-        .ok_or_else(|| PyValueError::new_err(format!("invalid pool setting {key}: must be at least 1")))
+        .ok_or_else(|| errors::invalid_argument(format!("invalid pool setting {key}: must be at least 1")))
 }
 
 fn optional_seconds(key: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
@@ -91,7 +90,7 @@ fn apply_settings(base: Settings, kwargs: Option<&Bound<'_, PyDict>>) -> PyResul
             "max_lifetime" => s.max_lifetime = optional_seconds(&key, &value)?,
             "reaper_interval" => s.reaper_interval = optional_seconds(&key, &value)?,
             _ => {
-                return Err(PyTypeError::new_err(format!(
+                return Err(errors::invalid_type(format!(
                     "unknown pool setting '{key}' (known: {SETTING_NAMES})"
                 )))
             }
@@ -174,8 +173,8 @@ fn histogram_dict<'py>(py: Python<'py>, h: &HistogramSnapshot) -> PyResult<Bound
 }
 
 /// Takes a connection, waiting (GIL released, first come first served) up to `timeout`.
-fn acquire_lease(py: Python<'_>, pool: &Pool<Conn>, route: &Route<Conn>, timeout: Option<Duration>) -> PyResult<Lease<Conn>> {
-    let mut ticket = match pool.get_or_queue(route) {
+fn acquire_lease(py: Python<'_>, pool: &Pool<Conn>, endpoint_ref: &EndpointRef<Conn>, timeout: Option<Duration>) -> PyResult<Lease<Conn>> {
+    let mut ticket = match pool.get_or_queue(endpoint_ref) {
         Ok(lease) => return hand_over(py, lease),
         Err(ticket) => ticket,
     };
@@ -188,7 +187,7 @@ fn acquire_lease(py: Python<'_>, pool: &Pool<Conn>, route: &Route<Conn>, timeout
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             pool.record_wait_timeout();
-            return Err(pool_timeout(route.endpoint()));
+            return Err(pool_timeout(endpoint_ref.endpoint()));
         }
         // KeyboardInterrupt and friends end the wait; dropping the ticket leaves the queue.
         py.check_signals()?;
@@ -210,7 +209,7 @@ fn hand_over<T>(py: Python<'_>, held: T) -> PyResult<T> {
 /// come, first served; `connection()` is a context manager.
 #[pyclass(module = "fast_litellm._core", name = "SimpleConnectionPool", frozen)]
 pub struct PySimpleConnectionPool {
-    pub(crate) handle: Handle,
+    pub(crate) handle: NamedPool,
 }
 
 impl PySimpleConnectionPool {
@@ -218,19 +217,19 @@ impl PySimpleConnectionPool {
     /// not conflict with them.
     pub(crate) fn open(name: &str, settings: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         if name.is_empty() || name.len() > MAX_POOL_NAME_LEN || name.chars().any(char::is_control) {
-            return Err(PyValueError::new_err(format!(
+            return Err(errors::invalid_argument(format!(
                 "pool_name must be 1 to {MAX_POOL_NAME_LEN} characters without control characters"
             )));
         }
         let base = if name == registry::DEFAULT_POOL { registry::default_settings() } else { Ok(Settings::default()) };
         let base = base.map_err(settings_error)?;
         let wanted = apply_settings(base, settings)?;
-        let (handle, created) = Handle::open(name, || Ok(wanted.clone())).map_err(settings_error)?;
+        let (handle, created) = NamedPool::open(name, || Ok(wanted.clone())).map_err(settings_error)?;
         if !created && settings.is_some_and(|s| !s.is_empty()) {
             let current = handle.pool().settings();
             let requested = apply_settings(current.clone(), settings)?;
             if requested != current {
-                return Err(PyValueError::new_err(format!(
+                return Err(errors::invalid_argument(format!(
                     "pool '{name}' already exists with other settings; change them with configure(...)"
                 )));
             }
@@ -241,7 +240,7 @@ impl PySimpleConnectionPool {
     fn get<'py>(&self, py: Python<'py>, endpoint: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyString>>> {
         let pool = self.handle.pool();
         let endpoint = endpoint.cast::<PyString>().map_err(|_| wrong_type("endpoint", "a str", endpoint))?;
-        let id = pool.with_route_str(endpoint.to_str()?, |route| pool.try_get_id(route).ok()).map_err(endpoint_error)?;
+        let id = pool.with_endpoint_ref_str(endpoint.to_str()?, |endpoint_ref| pool.try_get_id(endpoint_ref).ok()).map_err(endpoint_error)?;
         let Some(id) = id else { return Ok(None) };
         if let Err(interrupted) = hand_over(py, ()) {
             pool.return_by_id(id);
@@ -297,8 +296,8 @@ impl PySimpleConnectionPool {
     fn acquire<'py>(&self, py: Python<'py>, endpoint: &Bound<'py, PyAny>, timeout: Option<f64>) -> PyResult<Bound<'py, PyString>> {
         let timeout = timeout_arg(timeout, "timeout")?;
         let pool = self.handle.pool();
-        let route = route_arg(&pool, endpoint)?;
-        let lease = acquire_lease(py, &pool, &route, timeout)?;
+        let endpoint_ref = route_arg(&pool, endpoint)?;
+        let lease = acquire_lease(py, &pool, &endpoint_ref, timeout)?;
         Ok(id_str(py, pool.check_out_by_id(lease)))
     }
 
@@ -380,7 +379,7 @@ impl PySimpleConnectionPool {
 /// child's own pool in the child.
 #[pyclass(module = "fast_litellm._core", frozen)]
 pub struct ConnectionContext {
-    handle: Handle,
+    handle: NamedPool,
     endpoint: Endpoint,
     timeout: Option<Duration>,
     state: parking_lot::Mutex<ContextState>,
@@ -398,7 +397,7 @@ enum ContextState {
 impl ConnectionContext {
     fn acquire_id(&self, py: Python<'_>) -> PyResult<ConnId> {
         let pool = self.handle.pool();
-        let lease = acquire_lease(py, &pool, &pool.route(&self.endpoint), self.timeout)?;
+        let lease = acquire_lease(py, &pool, &pool.endpoint_ref(&self.endpoint), self.timeout)?;
         Ok(pool.check_out_by_id(lease))
     }
 }
@@ -409,7 +408,7 @@ impl ConnectionContext {
         {
             let mut state = self.state.lock();
             if !matches!(*state, ContextState::Ready) {
-                return Err(PyValueError::new_err("this connection context is already entered"));
+                return Err(errors::invalid_argument("this connection context is already entered"));
             }
             *state = ContextState::Entering;
         }
@@ -470,7 +469,7 @@ static DEFAULT_HANDLE: OnceCell<PySimpleConnectionPool> = OnceCell::new();
 /// The handle the module-level functions use (the pool named "default").
 fn default_handle() -> PyResult<&'static PySimpleConnectionPool> {
     DEFAULT_HANDLE.get_or_try_init(|| {
-        Handle::open_default().map(|handle| PySimpleConnectionPool { handle }).map_err(settings_error)
+        NamedPool::open_default().map(|handle| PySimpleConnectionPool { handle }).map_err(settings_error)
     })
 }
 

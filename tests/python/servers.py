@@ -74,20 +74,47 @@ def refused_port() -> int:
 
 class ForwardProxy(Server):
     """A forward HTTP proxy: a request in absolute form (`GET http://host:port/path`) is sent on
-    to that origin and its answer relayed (with Content-Length). `forwarded` counts them; the
-    inherited counters count the proxy's own connections and requests."""
+    to that origin and its answer relayed (with Content-Length); `CONNECT host:port` opens a
+    tunnel to it (bytes relayed both ways until either side closes). With `auth=(user, password)`
+    every request must carry `Proxy-Authorization: Basic ...` for them, else 407. Counted:
+    `forwarded` requests, `tunnels` opened, `refused` (407s), `authorizations` seen; the inherited
+    counters count the proxy's own connections and requests."""
 
     _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authorization", "proxy-connection", "te",
                    "trailer", "transfer-encoding", "upgrade"}
 
-    def __init__(self, **kw):
+    def __init__(self, auth=None, **kw):
         self.forwarded = 0
+        self.tunnels = 0
+        self.refused = 0
+        self.authorizations: list = []
+        self._expected = None
+        if auth is not None:
+            import base64
+
+            self._expected = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         super().__init__(**kw)
+
+    def _authorized(self, conn, headers) -> bool:
+        seen = headers.get("proxy-authorization")
+        with self.lock:
+            self.authorizations.append(seen)
+        if self._expected is None or seen == self._expected:
+            return True
+        with self.lock:
+            self.refused += 1
+        conn.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\n"
+                     b"Content-Length: 0\r\n\r\n")
+        return False
 
     def _respond(self, conn, method, target, headers, body):
         import http.client
         from urllib.parse import urlsplit
 
+        if not self._authorized(conn, headers):
+            return True
+        if method == "CONNECT":
+            return self._tunnel(conn, target)
         parts = urlsplit(target)
         if parts.scheme != "http":
             conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
@@ -109,6 +136,37 @@ class ForwardProxy(Server):
                  if k.lower() not in self._HOP_BY_HOP and k.lower() != "content-length"]
         conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
         return True
+
+    def _tunnel(self, conn, target) -> bool:
+        host, _, port = target.rpartition(":")
+        try:
+            upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
+        except (OSError, ValueError):
+            conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            return False
+        upstream.settimeout(None)
+        with self.lock:
+            self.tunnels += 1
+        conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        def pipe(src, dst):
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                try:
+                    dst.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+        back = threading.Thread(target=pipe, args=(upstream, conn), daemon=True)
+        back.start()
+        pipe(conn, upstream)
+        back.join()
+        upstream.close()
+        return False  # the connection was the tunnel: done
 
 
 def wait_for(condition, timeout=5.0):

@@ -1,6 +1,8 @@
-"""Requests through an HTTP proxy: one fast_litellm transport serves any number of event loops
-(successive `asyncio.run` calls, threads, trio runs), as it does without a proxy. A forward
-proxy and a backend on 127.0.0.1 count what reaches them."""
+"""Requests through a proxy that httpx's own transport carries (a socks proxy, or an
+`httpx.Proxy` with headers of its own, which only httpx's transport sends; http(s) proxies are
+pooled in Rust: test_proxy_pool.py): one fast_litellm transport serves any number of event
+loops (successive `asyncio.run` calls, threads, trio runs), as it does without a proxy. A
+forward proxy and a backend on 127.0.0.1 count what reaches them."""
 
 import asyncio
 import json
@@ -22,6 +24,11 @@ def new_pool():
     return SimpleConnectionPool(f"test-{uuid.uuid4()}", reaper_interval=None)
 
 
+def via_httpx(proxy):
+    """`proxy` as only httpx's transport can carry it: with a header of its own for the proxy."""
+    return httpx.Proxy(proxy.url, headers={"X-Carried-By": "httpx"})
+
+
 @pytest.fixture
 def backend():
     with Server() as s:
@@ -34,16 +41,10 @@ def proxy():
         yield p
 
 
-@pytest.fixture(params=["argument", "environment"])
-def proxied_transport(request, proxy, monkeypatch):
-    """An AsyncHTTPTransport sending through `proxy`: given as `proxy=`, or found in HTTP_PROXY
-    (trust_env, NO_PROXY unset)."""
-    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    if request.param == "argument":
-        return AsyncHTTPTransport(new_pool(), proxy=proxy.url, trust_env=False)
-    monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    return AsyncHTTPTransport(new_pool())
+@pytest.fixture
+def proxied_transport(proxy):
+    """An AsyncHTTPTransport sending through `proxy`, carried by httpx's transport."""
+    return AsyncHTTPTransport(new_pool(), proxy=via_httpx(proxy), trust_env=False)
 
 
 def test_one_transport_serves_successive_asyncio_runs(proxied_transport, proxy, backend):
@@ -93,7 +94,7 @@ def test_one_transport_serves_event_loops_in_threads(proxied_transport, proxy, b
 
 
 def test_one_transport_serves_successive_trio_runs(proxy, backend):
-    transport = AsyncHTTPTransport(new_pool(), proxy=proxy.url, trust_env=False)
+    transport = AsyncHTTPTransport(new_pool(), proxy=via_httpx(proxy), trust_env=False)
     client = httpx.AsyncClient(transport=transport)
 
     async def request():
@@ -105,7 +106,7 @@ def test_one_transport_serves_successive_trio_runs(proxy, backend):
 
 
 def test_a_loop_closed_without_asyncio_run_does_not_break_the_next_one(proxy, backend):
-    transport = AsyncHTTPTransport(new_pool(), proxy=proxy.url, trust_env=False)
+    transport = AsyncHTTPTransport(new_pool(), proxy=via_httpx(proxy), trust_env=False)
 
     async def request():
         async with httpx.AsyncClient(transport=transport) as client:
@@ -124,7 +125,7 @@ def test_a_loop_closed_without_asyncio_run_does_not_break_the_next_one(proxy, ba
 
 
 async def test_aclose_closes_this_loops_proxy_connections_and_the_transport_stays_usable(proxy, backend):
-    transport = AsyncHTTPTransport(new_pool(), proxy=proxy.url, trust_env=False)
+    transport = AsyncHTTPTransport(new_pool(), proxy=via_httpx(proxy), trust_env=False)
     client = httpx.AsyncClient(transport=transport)
     assert (await client.get(f"{backend.url}/json")).status_code == 200
     await transport.aclose()
@@ -135,7 +136,7 @@ async def test_aclose_closes_this_loops_proxy_connections_and_the_transport_stay
 
 
 def test_sync_transport_through_a_proxy_from_threads(proxy, backend):
-    transport = HTTPTransport(new_pool(), proxy=proxy.url, trust_env=False)
+    transport = HTTPTransport(new_pool(), proxy=via_httpx(proxy), trust_env=False)
     client = httpx.Client(transport=transport)
     results = []
     threads = [threading.Thread(target=lambda: results.append(client.get(f"{backend.url}/json").status_code))
