@@ -274,6 +274,18 @@ class _PoolTransport:
                                              local_address=local_address)
         )
 
+    def _route(self, request: httpx.Request) -> tuple:
+        """How the request goes: (the engine's number for its http(s) proxy or None, None), or
+        (None, httpx's transport for a proxy only httpx can carry)."""
+        if not self._proxies.has_routes:  # most transports: no proxy at all
+            return None, None
+        proxy = self._proxies.proxy_for(request.url)
+        if proxy is None:
+            return None, None
+        _refuse_held_connection(request)
+        number = self._proxies.proxy_number(proxy)
+        return (number, None) if number is not None else (None, self._proxies.transport_for(proxy))
+
     def stats(self) -> dict:
         """Requests sent, retried on a fresh connection, bodies drained or abandoned, proxied."""
         requests, retried, drained, abandoned = self._engine.stats()
@@ -310,13 +322,9 @@ class HTTPTransport(_PoolTransport, httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        proxy = self._proxies.proxy_for(url) if self._proxies.has_routes else None
-        number = None
-        if proxy is not None:
-            _refuse_held_connection(request)
-            number = self._proxies.proxy_number(proxy)
-            if number is None:
-                return self._proxies.transport_for(proxy).handle_request(request)
+        number, carrier = self._route(request)
+        if carrier is not None:
+            return carrier.handle_request(request)
         trace = request.extensions.get("trace")
         try:
             response = self._engine.send(
@@ -363,13 +371,9 @@ class AsyncHTTPTransport(_PoolTransport, httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        proxy = self._proxies.proxy_for(url) if self._proxies.has_routes else None
-        number = None
-        if proxy is not None:
-            _refuse_held_connection(request)
-            number = self._proxies.proxy_number(proxy)
-            if number is None:
-                return await self._proxies.transport_for(proxy).handle_async_request(request)
+        number, carrier = self._route(request)
+        if carrier is not None:
+            return await carrier.handle_async_request(request)
         try:
             body = request.content
         except httpx.RequestNotRead:  # a streaming request body
