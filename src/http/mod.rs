@@ -14,7 +14,7 @@ pub use conn::HttpConn;
 pub use http2::{EndpointHttpStats, KeepAlive, Streams};
 pub use runtime::{block_on, fork_generation, reset_after_fork, spawn};
 
-use crate::pool::{CloseReason, Clock, Endpoint, Lease, Pool, EndpointRef, Scheme, SystemClock};
+use crate::pool::{CloseReason, Clock, Endpoint, EndpointRef, Lease, Pool, Scheme, SystemClock};
 use bytes::Bytes;
 use conn::{Activity, Dialer};
 use http::header::{HeaderName, HeaderValue};

@@ -409,6 +409,7 @@ pub struct PyResponse {
     /// Whether the request opened a new connection (the `trace` extension reports it).
     #[pyo3(get)]
     new_connection: bool,
+    /// The body chunks read with the head, until the first `ready_chunks` hands them over.
     prefetched: Mutex<Option<Vec<Bytes>>>,
     body: Arc<Mutex<BodySlot>>,
 }
