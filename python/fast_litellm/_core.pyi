@@ -213,6 +213,8 @@ class ConnectionContext:
 class SimpleConnectionPool:
     """A connection pool shared by every handle with the same name."""
 
+    # The settings keywords here and in configure() mirror each other on purpose: the same
+    # settings, given when the pool is made or changed later.
     def __new__(
         cls,
         pool_name: str | None = None,
@@ -228,6 +230,7 @@ class SimpleConnectionPool:
     def pool_name(self) -> str: ...
     @property
     def settings(self) -> _PoolSettings: ...
+    # The same keywords as __new__ (see there).
     def configure(
         self,
         *,

@@ -162,6 +162,7 @@ async fn a_post_the_server_read_is_never_sent_again() {
     assert_eq!(pool.stats().active, 0);
 }
 
+// The mirror of the test above on purpose: the same server, a GET instead of a POST.
 #[tokio::test]
 async fn an_idempotent_request_is_sent_again_once_on_a_fresh_connection() {
     let server = RawServer::start(|peer| {

@@ -315,6 +315,8 @@ fn invariants_hold_under_many_threads() {
     const ROUNDS: usize = 2_000;
     let p = pool(12, 5);
     let endpoints: Vec<EndpointRef<()>> = ["http://a", "http://b", "http://c"].iter().map(|s| p.endpoint_ref(&ep(s))).collect();
+    // The same many-thread loop as the live-connections test below, here checking that no id is
+    // leased twice (there: that a server never sees more connections than the limits).
     let leased: Arc<Mutex<HashSet<SlotKey>>> = Arc::default();
     let start = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)

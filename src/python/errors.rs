@@ -41,7 +41,8 @@ pub fn http_error(e: HttpError) -> PyErr {
     }
 }
 
-/// Registers the exception classes on the module.
+/// Registers the exception classes on the module, one line per class (a deliberate list, like
+/// the declarations above).
 pub fn add_exceptions(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("PoolTimeout", py.get_type::<PoolTimeout>())?;
