@@ -14,6 +14,7 @@ RESULTS = []  # (section, implementation, case, median µs, iqr µs)
 TRANSPORTS = []  # (mode, case, transport, {rps, p50_ms, p99_ms, cpu_ms_per_request, requests, ...})
 PROXY = []  # (phase, proxy, {rps, p50_ms, p99_ms, outcomes, connections, ...})
 REAL_NETWORK = []  # (rtt ms, workload, client, {calls, p50_ms, p99_ms, connections, tls_full, tls_resumed})
+PROXIED = []  # (mode, concurrency, transport, {rps, p50_ms, p99_ms, cpu_ms_per_request, requests, tunnels})
 SERVER = {"note": "nginx from Debian (worker_processes 1), answering every request with a ~250-byte JSON body"}
 
 
@@ -56,6 +57,13 @@ def record_real_network():
     return add
 
 
+@pytest.fixture
+def record_proxied():
+    def add(mode, concurrency, transport, figures):
+        PROXIED.append((mode, concurrency, transport, figures))
+    return add
+
+
 @pytest.fixture(scope="session")
 def server_note():
     return SERVER
@@ -65,13 +73,16 @@ def pytest_sessionfinish(session, exitstatus):
     if exitstatus != 0:
         return
     if RESULTS or TRANSPORTS:
-        path = report.write(RESULTS, TRANSPORTS, SERVER["note"], PROXY, REAL_NETWORK)
+        path = report.write(RESULTS, TRANSPORTS, SERVER["note"], PROXY, REAL_NETWORK, PROXIED)
         print(f"\nwrote {path.relative_to(report.ROOT)} and its charts")
         return
     # A benchmark with a section of its own, run alone: only that section of the report changes.
     if REAL_NETWORK:
         path = report.replace_real_network_section(REAL_NETWORK)
         print(f"\nreplaced the real-network section of {path.relative_to(report.ROOT)}")
+    if PROXIED:
+        path = report.replace_proxied_section(PROXIED)
+        print(f"\nreplaced the proxied-requests section of {path.relative_to(report.ROOT)}")
     if PROXY:
         path = report.replace_proxy_section(PROXY)
         print(f"\nreplaced the LiteLLM Proxy section of {path.relative_to(report.ROOT)}")

@@ -427,7 +427,39 @@ def replace_proxy_section(proxy: list) -> Path:
     return _replace_section(PROXY_SECTION, proxy_lines(proxy), (*LITELLM_SECTIONS, REAL_NETWORK_SECTION))
 
 
-def write(results: list, transports: list, server_note: str, proxy: list = (), real_network: list = ()) -> Path:
+PROXIED_SECTION = "## Requests through a forward proxy"
+
+
+def proxied_lines(rows: list) -> list[str]:
+    """benches/test_proxied.py: (mode, concurrency, transport, figures) rows."""
+    if not rows:
+        return []
+    lines = [PROXIED_SECTION, "",
+             "HTTPS requests (POST, a ~250-byte JSON answer) to nginx over TLS, through a CONNECT tunnel of the "
+             "test suite's forward proxy (tests/python/servers.py: it relays bytes with Python threads, so every "
+             "row runs well below its direct speed; what the rows compare is the same path taken by both "
+             "transports). fast_litellm's transport pools the tunnels in Rust; httpx's own transport is given the "
+             "same `proxy=`. Each row: the median of 2 processes per transport, alternating; every row ran as many "
+             "requests as the others of its case; tunnels are counted by the proxy for one process. fast_litellm's "
+             "pool runs with its reaper off (`reaper_interval=None`).", "",
+             "| mode | case | transport | requests | requests/s | p50 ms | p99 ms | CPU ms/request | tunnels | "
+             "fast_litellm is |", "|---|---|---|---|---|---|---|---|---|---|"]
+    ours = {(m, c): f for m, c, t, f in rows if t.startswith("fast_litellm")}
+    for mode, concurrency, transport, f in rows:
+        unit = "thread" if mode == "sync" else "concurrent"
+        ratio = _ratio(ours[(mode, concurrency)]["rps"], f["rps"])
+        lines.append(f"| {mode} | {concurrency} {unit} | {transport} | {f['requests']:.0f} | {f['rps']:.0f} | "
+                     f"{f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['cpu_ms_per_request']:.3f} | {f['tunnels']:.0f} | "
+                     f"{ratio} |")
+    return lines + [""]
+
+
+def replace_proxied_section(rows: list) -> Path:
+    return _replace_section(PROXIED_SECTION, proxied_lines(rows), ("## HTTP/2 over TLS",))
+
+
+def write(results: list, transports: list, server_note: str, proxy: list = (), real_network: list = (),
+          proxied: list = ()) -> Path:
     DOCS.mkdir(exist_ok=True)
     lines = ["# Benchmarks", "", f"Machine: {machine()}.", "",
              "Every figure below was measured in the same run (`make bench`); ratios compare rows of that "
@@ -439,6 +471,7 @@ def write(results: list, transports: list, server_note: str, proxy: list = (), r
     lines += pool_lines(results)
     lines += transport_lines(transports, server_note)
     lines += http2_lines(transports)
+    lines += proxied_lines(list(proxied))
     lines += litellm_lines(transports)
     lines += real_network_lines(list(real_network))
     lines += proxy_lines(list(proxy))

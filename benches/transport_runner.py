@@ -19,15 +19,38 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 PAYLOAD = {"model": "gpt-bench", "messages": [{"role": "user", "content": "Hello!"}]}
 
 
+# Through a forward proxy (benches/test_proxied.py): BENCH_PROXY, and BENCH_CA to trust the target.
+PROXY = os.environ.get("BENCH_PROXY")
+CA = os.environ.get("BENCH_CA")
+
+
+def _through_proxy() -> dict:
+    """The transports' arguments for BENCH_PROXY / BENCH_CA (none when unset)."""
+    if PROXY is None:
+        return {}
+    return {"proxy": PROXY, "verify": CA}
+
+
+def _httpx_arguments() -> dict:
+    import ssl
+
+    arguments = _through_proxy()
+    if arguments.get("verify"):
+        arguments["verify"] = ssl.create_default_context(cafile=arguments["verify"])
+    return arguments
+
+
 def async_transport(name):
     import httpx
 
     if name == "fast_litellm":
         import fast_litellm
 
-        return fast_litellm.AsyncHTTPTransport(fast_litellm.SimpleConnectionPool("bench", reaper_interval=None))
+        return fast_litellm.AsyncHTTPTransport(fast_litellm.SimpleConnectionPool("bench", reaper_interval=None),
+                                               **_through_proxy())
     if name == "httpx":
-        return httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=1000))
+        return httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=1000),
+                                        **_httpx_arguments())
     if name == "litellm-aiohttp":
         from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
@@ -41,9 +64,11 @@ def sync_transport(name):
     if name == "fast_litellm":
         import fast_litellm
 
-        return fast_litellm.HTTPTransport(fast_litellm.SimpleConnectionPool("bench", reaper_interval=None))
+        return fast_litellm.HTTPTransport(fast_litellm.SimpleConnectionPool("bench", reaper_interval=None),
+                                          **_through_proxy())
     if name == "httpx":
-        return httpx.HTTPTransport(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=1000))
+        return httpx.HTTPTransport(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=1000),
+                                   **_httpx_arguments())
     raise ValueError(name)
 
 
