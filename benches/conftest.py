@@ -28,40 +28,36 @@ def record():
     return add
 
 
+def _appender(rows: list):
+    """What a record_* fixture gives: a function that appends its arguments as one row."""
+    return lambda *row: rows.append(row)
+
+
 @pytest.fixture
 def record_rows():
-    """Records a result measured outside pytest-benchmark (median and IQR in µs)."""
-    def add(section, implementation, case, median, iqr):
-        RESULTS.append((section, implementation, case, median, iqr))
-    return add
+    """Records a result measured outside pytest-benchmark: (section, implementation, case,
+    median µs, IQR µs)."""
+    return _appender(RESULTS)
 
 
 @pytest.fixture
 def record_transport():
-    def add(mode, case, transport, figures):
-        TRANSPORTS.append((mode, case, transport, figures))
-    return add
+    return _appender(TRANSPORTS)
 
 
 @pytest.fixture
 def record_proxy():
-    def add(phase, proxy, figures):
-        PROXY.append((phase, proxy, figures))
-    return add
+    return _appender(PROXY)
 
 
 @pytest.fixture
 def record_real_network():
-    def add(rtt_ms, workload, client, figures):
-        REAL_NETWORK.append((rtt_ms, workload, client, figures))
-    return add
+    return _appender(REAL_NETWORK)
 
 
 @pytest.fixture
 def record_proxied():
-    def add(mode, concurrency, transport, figures):
-        PROXIED.append((mode, concurrency, transport, figures))
-    return add
+    return _appender(PROXIED)
 
 
 @pytest.fixture(scope="session")

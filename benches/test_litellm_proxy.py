@@ -20,24 +20,21 @@ Run alone, it replaces only its own section of docs/benchmarks.md (benches/conft
 import importlib.util
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parent / "demo"))
+sys.path[:0] = [str(HERE.parent / "demo"), str(HERE.parent / "tests" / "python")]
 
+from litellm_proxy_process import LITELLM_CLI, ProxyProcess  # noqa: E402
 from local_server import LLMServer  # noqa: E402
 from percentiles import nearest_rank  # noqa: E402
 
-LITELLM_CLI = Path(sys.executable).with_name("litellm")
 PROXY_MODULES = ["fastapi", "uvicorn", "orjson", "apscheduler", "backoff", "multipart", "jwt", "prometheus_client"]
 MISSING = [m for m in PROXY_MODULES if importlib.util.find_spec(m) is None]
 
@@ -69,64 +66,15 @@ general_settings:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def start_proxy(tmp: Path, name: str, api_base: str, **env: str) -> ProxyProcess:
+    # Idle connections outlive the other proxy's turn (15 s by default, in aiohttp and, taken from
+    # this same variable, in fast_litellm): connections opened are then what the load and the
+    # faults need, not what the schedule expired.
+    return ProxyProcess(tmp, name, CONFIG.format(api_base=api_base, master_key=MASTER_KEY), WORKERS,
+                        AIOHTTP_KEEPALIVE_TIMEOUT="300", **env)
 
 
-class Proxy:
-    """`litellm --config` with WORKERS workers in a process group of its own."""
-
-    def __init__(self, tmp: Path, name: str, api_base: str, **env: str) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        config = tmp / f"{name}.yaml"
-        config.write_text(CONFIG.format(api_base=api_base, master_key=MASTER_KEY))
-        multiproc = tmp / f"{name}-metrics"
-        multiproc.mkdir()
-        self.log_path = tmp / f"{name}.log"
-        self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            [str(LITELLM_CLI), "--config", str(config), "--host", "127.0.0.1", "--port", self.url.rsplit(":", 1)[1],
-             "--num_workers", str(WORKERS)],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp,
-            env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
-                 # Idle connections outlive the other proxy's turn (15 s by default, in aiohttp and, taken
-                 # from this same variable, in fast_litellm): connections opened are then what the load
-                 # and the faults need, not what the schedule expired.
-                 "AIOHTTP_KEEPALIVE_TIMEOUT": "300", **env})
-
-    def wait_ready(self, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the proxy exited: {self.tail()}")
-            if self.log_path.read_bytes().count(b"Application startup complete") >= WORKERS:
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"the proxy did not start in {timeout} s: {self.tail()}")
-
-    def tail(self) -> str:
-        return self.log_path.read_bytes()[-3000:].decode(errors="replace")
-
-    def metrics(self) -> str:
-        r = httpx.get(f"{self.url}/metrics/", headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=60)
-        assert r.status_code == 200, r.text
-        return r.text
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(30)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-        self.log.close()
-
-
-def load(proxy: Proxy, mode: str, n: int) -> dict:
+def load(proxy: ProxyProcess, mode: str, n: int) -> dict:
     out = subprocess.run([sys.executable, str(HERE / "proxy_load.py"), proxy.url, MASTER_KEY, mode, str(n),
                           str(CONCURRENCY)], capture_output=True, text=True, timeout=1800, check=True,
                          env={**os.environ, "FAST_LITELLM_DISABLE": "1"})
@@ -152,11 +100,11 @@ def merge(rounds: list) -> dict:
 def test_litellm_proxy_under_load_and_faults(record_proxy, tmp_path):
     backend = LLMServer(seed=12)
     tmp = tmp_path
-    proxies = {"plain": Proxy(tmp, "plain", f"{backend.url}/v1", FAST_LITELLM_DISABLE="1"),
-               "fast": Proxy(tmp, "fast", f"{backend.url}/v1")}
+    proxies = {"plain": start_proxy(tmp, "plain", f"{backend.url}/v1", FAST_LITELLM_DISABLE="1"),
+               "fast": start_proxy(tmp, "fast", f"{backend.url}/v1")}
     try:
         for proxy in proxies.values():
-            proxy.wait_ready()
+            proxy.wait_ready(240)
         for proxy in proxies.values():  # lazy imports and first connections, not measured
             load(proxy, "mixed", WARMUP)
         for index, (phase, mode, faults) in enumerate(PHASES):
@@ -178,13 +126,13 @@ def test_litellm_proxy_under_load_and_faults(record_proxy, tmp_path):
         # The fast proxy ran with fast_litellm in both workers, the plain one without.
         deadline = time.monotonic() + 30
         while True:
-            installed = [line for line in proxies["fast"].metrics().splitlines()
+            installed = [line for line in proxies["fast"].metrics(MASTER_KEY).splitlines()
                          if line.startswith("fast_litellm_installed{") and line.endswith(" 1.0")]
             if len(installed) == WORKERS or time.monotonic() > deadline:
                 break
             time.sleep(1)
         assert len(installed) == WORKERS, installed
-        assert "fast_litellm_" not in proxies["plain"].metrics()
+        assert "fast_litellm_" not in proxies["plain"].metrics(MASTER_KEY)
     finally:
         for proxy in proxies.values():
             proxy.stop()

@@ -9,11 +9,7 @@ and FAST_LITELLM_DISABLE=1, which is plain LiteLLM. Skipped when the proxy's dep
 
 import importlib.util
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from litellm_proxy_process import LITELLM_CLI, ProxyProcess
 from servers import LLMServer
 
 # What `litellm --config` imports in litellm 1.110.2 besides litellm's own dependencies (the
@@ -29,7 +26,6 @@ PROXY_MODULES = ["fastapi", "uvicorn", "uvloop", "orjson", "apscheduler", "backo
                  "websockets", "rq", "semver", "expression", "fastapi_sso", "mcp", "soundfile",
                  "prometheus_client"]
 MISSING = [m for m in PROXY_MODULES if importlib.util.find_spec(m) is None]
-LITELLM_CLI = Path(sys.executable).with_name("litellm")
 
 pytestmark = [
     pytest.mark.skipif(bool(MISSING) or not LITELLM_CLI.exists(),
@@ -84,63 +80,12 @@ class Backend(LLMServer):
         conn.sendall(b"0\r\n\r\n")
 
 
-class Proxy:
-    def __init__(self, tmp: Path, name: str, backend: Backend, port: int, **env: str) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        config = tmp / f"{name}.yaml"
-        config.write_text(CONFIG.format(api_base=f"{backend.url}/v1", backend_key=BACKEND_KEY, master_key=MASTER_KEY))
-        multiproc = tmp / f"{name}-metrics"
-        multiproc.mkdir()
-        self.log_path = tmp / f"{name}.log"
-        self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            [str(LITELLM_CLI), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-             "--num_workers", str(WORKERS)],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp,
-            env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
-                 "FAST_LITELLM_METRICS_INTERVAL": "0.3", **env},
-        )
-
-    def wait_ready(self, timeout: float = 150) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the proxy exited: {self.tail()}")
-            if self.log_path.read_bytes().count(b"Application startup complete") >= WORKERS:
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"the proxy did not start in {timeout} s: {self.tail()}")
-
-    def tail(self) -> str:
-        return self.log_path.read_bytes()[-3000:].decode(errors="replace")
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)  # the proxy and its workers (their own group)
-            self.process.wait(20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-        self.log.close()
-
-    def metrics(self) -> str:
-        response = httpx.get(f"{self.url}/metrics/", headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
-        assert response.status_code == 200, response.text
-        return response.text
+def start_proxy(tmp: Path, name: str, backend: Backend, **env: str) -> ProxyProcess:
+    config = CONFIG.format(api_base=f"{backend.url}/v1", backend_key=BACKEND_KEY, master_key=MASTER_KEY)
+    return ProxyProcess(tmp, name, config, WORKERS, FAST_LITELLM_METRICS_INTERVAL="0.3", **env)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def chat(proxy: Proxy, i: int, stream: bool) -> bool:
+def chat(proxy: ProxyProcess, i: int, stream: bool) -> bool:
     """One request on a connection of its own, so that both workers get requests."""
     body = {"model": "gpt-test", "messages": [{"role": "user", "content": f"hello {i}"}], "stream": stream}
     headers = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -154,7 +99,7 @@ def chat(proxy: Proxy, i: int, stream: bool) -> bool:
         return r.status_code == 200 and events[-1] == "[DONE]" and text == f"echo: hello {i}"
 
 
-def drive(proxy: Proxy, backend: Backend) -> dict:
+def drive(proxy: ProxyProcess, backend: Backend) -> dict:
     before = backend.connections
     ok = [chat(proxy, i, stream=False) for i in range(N)]
     ok += [chat(proxy, i, stream=True) for i in range(N)]
@@ -185,12 +130,12 @@ def run(tmp_path_factory):
     backends = {"fast": Backend(), "plain": Backend()}
     proxies = {
         # FAST_LITELLM_PREWARM=N: each worker warms N connections to every deployment's api_base.
-        "fast": Proxy(tmp, "fast", backends["fast"], free_port(), FAST_LITELLM_PREWARM=str(PREWARM)),
-        "plain": Proxy(tmp, "plain", backends["plain"], free_port(), FAST_LITELLM_DISABLE="1"),
+        "fast": start_proxy(tmp, "fast", backends["fast"], FAST_LITELLM_PREWARM=str(PREWARM)),
+        "plain": start_proxy(tmp, "plain", backends["plain"], FAST_LITELLM_DISABLE="1"),
     }
     try:
         for proxy in proxies.values():
-            proxy.wait_ready()
+            proxy.wait_ready(150)
         deadline = time.monotonic() + 20
         while backends["fast"].connections < WORKERS * PREWARM and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -239,7 +184,7 @@ def test_metrics_show_both_workers_and_every_request(run):
     proxy, backend = run["proxies"]["fast"], run["backends"]["fast"]
     deadline = time.monotonic() + 15
     while True:
-        text = proxy.metrics()
+        text = proxy.metrics(MASTER_KEY)
         requests = sum(v for _, v in series(text, "fast_litellm_requests_total"))
         if requests == backend.requests or time.monotonic() > deadline:
             break
@@ -261,6 +206,6 @@ def test_metrics_show_both_workers_and_every_request(run):
 
 
 def test_fast_litellm_disable_turns_it_off(run):
-    text = run["proxies"]["plain"].metrics()
+    text = run["proxies"]["plain"].metrics(MASTER_KEY)
     assert "litellm_" in text  # the proxy's own metrics are there
     assert "fast_litellm_" not in text
