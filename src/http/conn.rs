@@ -4,6 +4,7 @@
 
 use super::head::{Capture, MAX_FIELDS, MAX_HEAD_SIZE};
 use super::http2::{self, Counted, Http2Conn, KeepAlive, Streams};
+use super::socket::Socket;
 use super::{now, HttpError, Timeouts};
 use crate::pool::{Connection, Endpoint, Histogram, Scheme};
 use bytes::Bytes;
@@ -12,13 +13,13 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use std::io;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -31,11 +32,47 @@ pub enum Sender {
     Http2(Http2Conn),
 }
 
+type Http1Connection = http1::Connection<TokioIo<Tracked<Stream>>, RequestBody>;
+
+/// What reads and writes a connection's socket.
+pub(super) enum Driver {
+    /// HTTP/1.1: hyper's connection future, polled by whoever holds the connection, on its own
+    /// thread (a sync caller: see `inline`) or task; `None` once it ended. Nobody polls an idle
+    /// connection: its socket is looked at before it is reused (see `is_open`).
+    Http1(Option<Pin<Box<Http1Connection>>>),
+    /// HTTP/2: a runtime task, shared by the connection's streams.
+    Task(AbortHandle),
+}
+
+impl Driver {
+    /// Lets the connection read and write, before its holder polls what it waits for.
+    pub fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Driver::Http1(slot) = self {
+            if let Some(connection) = slot {
+                // Ended (closed, or failed: the error went to the request or body waiting).
+                if connection.as_mut().poll(cx).is_ready() {
+                    *slot = None;
+                }
+            }
+        }
+    }
+
+    /// `work`, with the connection driven while it waits.
+    pub async fn run<F: std::future::Future>(&mut self, work: F) -> F::Output {
+        let mut work = std::pin::pin!(work);
+        std::future::poll_fn(|cx| {
+            self.drive(cx);
+            work.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
 /// A pooled connection. Dropping it closes the socket at once.
 pub struct HttpConn {
     pub sender: Sender,
     pub activity: Arc<Activity>,
-    driver: AbortHandle,
+    pub(super) driver: Driver,
     /// The same socket as the one hyper's task owns (a second descriptor of it), so that a drop
     /// shuts it down at that moment, not whenever the runtime gets to the aborted task: the pool
     /// counts a connection until this is done, and a server never sees more than the limits.
@@ -109,7 +146,9 @@ impl Drop for HttpConn {
         if self.fork_generation == super::runtime::fork_generation() {
             let _ = self.socket.shutdown(std::net::Shutdown::Both);
         }
-        self.driver.abort();
+        if let Driver::Task(task) = &self.driver {
+            task.abort();
+        }
     }
 }
 
@@ -156,7 +195,7 @@ pub fn nanos(d: Duration) -> u64 {
 }
 
 /// The socket, with its progress recorded in [`Activity`].
-struct Tracked<S> {
+pub(super) struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
 }
@@ -224,8 +263,8 @@ impl<S> Tracked<S> {
 
 /// The bytes' way: TCP, or TLS over a stream (over TCP, or over TLS to an https proxy whose
 /// tunnel carries the origin's TLS).
-enum Stream {
-    Plain(TcpStream),
+pub(super) enum Stream {
+    Plain(Socket),
     Tls(Box<TlsStream<Stream>>),
 }
 
@@ -353,7 +392,7 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> R
     let socket = std::net::TcpStream::from(
         std::os::fd::AsFd::as_fd(&tcp).try_clone_to_owned().map_err(|e| HttpError::Connect(e.to_string()))?,
     );
-    let mut stream = Stream::Plain(tcp);
+    let mut stream = Stream::Plain(Socket::from(tcp));
     if let Some(proxy) = proxy.as_ref().filter(|p| p.scheme == Scheme::Https) {
         stream = Stream::Tls(tls_handshake(stream, &proxy.host, &dialer.proxy_tls).await?);
     }
@@ -380,8 +419,8 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> R
     activity.touch();
     let io = Tracked { inner: stream, activity: activity.clone() };
     let (sender, driver, version) = if http2 {
-        let (conn, driver) = http2::handshake(io, dialer.keep_alive, streams.clone()).await?;
-        (Sender::Http2(conn), driver, http::Version::HTTP_2)
+        let (conn, task) = http2::handshake(io, dialer.keep_alive, streams.clone()).await?;
+        (Sender::Http2(conn), Driver::Task(task), http::Version::HTTP_2)
     } else {
         let (sender, connection) = http1::Builder::new()
             .max_headers(MAX_FIELDS)
@@ -390,12 +429,7 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> R
             .handshake::<_, RequestBody>(TokioIo::new(io))
             .await
             .map_err(|e| HttpError::Connect(format!("HTTP handshake failed: {e}")))?;
-        let driver = tokio::spawn(async move {
-            // Errors surface to the request through the sender; nothing to do with them here.
-            let _ = connection.await;
-        })
-        .abort_handle();
-        (Sender::Http1(sender), driver, http::Version::HTTP_11)
+        (Sender::Http1(sender), Driver::Http1(Some(Box::pin(connection))), http::Version::HTTP_11)
     };
     Ok(HttpConn {
         sender,

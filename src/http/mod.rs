@@ -6,8 +6,10 @@ mod conn;
 pub mod dns;
 mod head;
 pub mod http2;
+pub mod inline;
 pub mod proxy;
 mod runtime;
+mod socket;
 pub mod tls;
 
 pub use conn::HttpConn;
@@ -574,6 +576,12 @@ impl InFlight {
             InFlight::Stream(_) => None,
         }
     }
+    /// Lets an HTTP/1.1 connection read and write (an HTTP/2 connection has its own task).
+    fn drive(&mut self, cx: &mut std::task::Context<'_>) {
+        if let Some(conn) = self.conn_mut() {
+            conn.driver.drive(cx);
+        }
+    }
     fn discard(&mut self, reason: CloseReason) {
         match self {
             InFlight::Lease(lease) => {
@@ -651,14 +659,15 @@ async fn exchange(
         }
     }
     let http_request = builder.body(Full::new(request.body.clone())).map_err(|e| local(e.to_string()))?;
+    let driver = &mut conn.driver;
     // The last look at the connection before writing: one the server closed while it was
     // idle is noticed here, with nothing written.
-    if sender.ready().await.is_err() {
+    if driver.run(std::future::poll_fn(|cx| sender.poll_ready(cx))).await.is_err() {
         return Err(Failure { error: HttpError::RemoteProtocol("the connection closed while idle".into()), sent: Sent::Nothing });
     }
     activity.touch();
     activity.head.start();
-    let response = watch(&activity, &request.timeouts, sender.try_send_request(http_request)).await;
+    let response = watch(&activity, &request.timeouts, driver.run(sender.try_send_request(http_request))).await;
     let (raw, response_began) = activity.head.finish();
     match response {
         Ok(Ok(response)) => {
@@ -829,8 +838,11 @@ impl Body {
         let Some(incoming) = self.incoming.as_mut() else { return Ok(None) };
         let timeouts = Timeouts { read: self.read_timeout, ..Timeouts::default() };
         self.activity.touch();
-        let activity = &self.activity;
-        let chunk = std::future::poll_fn(|cx| incoming.poll_chunk(cx, activity));
+        let (activity, in_flight) = (&self.activity, &mut self.in_flight);
+        let chunk = std::future::poll_fn(|cx| {
+            in_flight.drive(cx);
+            incoming.poll_chunk(cx, activity)
+        });
         match watch(&self.activity, &timeouts, chunk).await {
             Ok(Some(Ok(data))) => Ok(Some(data)),
             Ok(None) => {
@@ -865,8 +877,11 @@ impl Body {
                 };
             }
             let Some(incoming) = self.incoming.as_mut() else { return Ok((chunks, true)) };
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            match incoming.poll_chunk(&mut cx, &self.activity) {
+            let (activity, in_flight) = (&self.activity, &mut self.in_flight);
+            match inline::poll_now(|cx| {
+                in_flight.drive(cx);
+                incoming.poll_chunk(cx, activity)
+            }) {
                 std::task::Poll::Pending => return Ok((chunks, false)),
                 std::task::Poll::Ready(None) => {
                     self.finish();

@@ -71,3 +71,8 @@ pub fn fork_generation() -> usize {
 pub fn reset_after_fork() {
     FORK_GENERATION.fetch_add(1, SeqCst);
 }
+
+/// Makes the runtime the calling thread's context (timers, tasks, sockets) while the guard lives.
+pub fn enter() -> tokio::runtime::EnterGuard<'static> {
+    handle().enter()
+}

@@ -27,18 +27,18 @@ const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// At most this much of a body already here is handed over with its head, or with one read.
 const READ_WITH_HEAD: usize = 256 * 1024;
 
-/// Runs a future on the calling thread without the GIL; Ctrl-C (any pending signal) stops it.
+/// Runs a future on the calling thread without the GIL (its HTTP/1.1 socket read and written
+/// there: see `http::inline`); Ctrl-C (any pending signal) stops it.
 fn block_on_interruptibly<F>(py: Python<'_>, future: F) -> PyResult<F::Output>
 where
     F: Future + Send,
     F::Output: Send,
 {
-    let mut future = Box::pin(future);
+    let mut future = std::pin::pin!(future);
     loop {
-        let slice = py.detach(|| http::block_on(async { tokio::time::timeout(SIGNAL_CHECK_INTERVAL, &mut future).await }));
-        match slice {
-            Ok(out) => return Ok(out),
-            Err(_) => py.check_signals()?,
+        match py.detach(|| http::inline::block_on(future.as_mut(), SIGNAL_CHECK_INTERVAL)) {
+            Some(out) => return Ok(out),
+            None => py.check_signals()?,
         }
     }
 }

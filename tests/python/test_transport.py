@@ -101,6 +101,31 @@ async def test_async_bodies_stream_chunk_by_chunk(server):
     assert server.connections == 1
 
 
+def test_one_connection_carried_by_sync_callers_and_async_tasks_in_turn(server):
+    # A sync caller reads and writes its connection on its own thread, a task on the runtime's:
+    # the socket moves between the two with the connection, and nothing is lost on the way
+    # (a body closed early by a sync caller is drained on the runtime).
+    pool = new_pool(max_connections_per_endpoint=1)
+    sse = "".join(f'data: {{"i": {i}}}\n\n' for i in range(30)) + "data: [DONE]\n\n"
+    with client(pool, drain_timeout=5) as c:
+        async def async_turn():
+            async with aclient(pool) as ac:
+                big = await ac.get(f"{server.url}/big?size=1000000")
+                async with ac.stream("GET", f"{server.url}/sse?n=30") as r:
+                    text = "".join([chunk async for chunk in r.aiter_text()])
+            return len(big.content), text
+
+        for _ in range(5):
+            assert len(c.get(f"{server.url}/big?size=1000000").content) == 1_000_000
+            with c.stream("GET", f"{server.url}/sse?n=30") as r:
+                next(r.iter_lines())  # closed early: the rest is drained in the background
+            wait_for(lambda: active(pool) == 0, timeout=10)
+            assert asyncio.run(async_turn()) == (1_000_000, sse)
+            assert c.get(f"{server.url}/chunked?n=50").text == "".join(f"chunk-{i}\n" for i in range(50))
+    assert (server.connections, server.requests) == (1, 25)
+    assert c._transport.stats()["bodies_not_drained"] == 0
+
+
 def test_early_close_drains_and_reuses(server):
     # At its limit, the endpoint's next request queues for the connection being drained.
     pool = new_pool(max_connections_per_endpoint=1)
