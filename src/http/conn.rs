@@ -73,9 +73,10 @@ pub struct HttpConn {
     pub sender: Sender,
     pub activity: Arc<Activity>,
     pub(super) driver: Driver,
-    /// The same socket as the one hyper's task owns (a second descriptor of it), so that a drop
-    /// shuts it down at that moment, not whenever the runtime gets to the aborted task: the pool
-    /// counts a connection until this is done, and a server never sees more than the limits.
+    /// The same socket as the one the driver owns (a second descriptor of it), so that a drop
+    /// shuts it down at that moment, not whenever the runtime gets to an aborted HTTP/2 task:
+    /// the pool counts a connection until this is done, and a server never sees more than the
+    /// limits. Also what the pool looks at before reusing the connection.
     socket: std::net::TcpStream,
     /// Which process made it: a forked child must not shut down its parent's sockets.
     fork_generation: usize,
@@ -112,7 +113,7 @@ impl HttpConn {
             return false;
         }
         // Bytes nobody asked for on an idle HTTP/1.1 connection: it cannot carry a request.
-        // Over TLS they may be records for rustls (session tickets), read by hyper's task.
+        // Over TLS they may be records for rustls (session tickets), read with the next response.
         !seen.contains(PollFlags::IN) || unasked_bytes_allowed
     }
 }
@@ -120,20 +121,26 @@ impl HttpConn {
 impl Connection for HttpConn {
     type PerEndpoint = Arc<Streams>;
 
-    /// hyper's connection task keeps reading an idle socket, so a peer's close (or a broken
-    /// socket) ends the task and closes the sender. The socket itself is looked at too, as
-    /// httpcore does before reusing a connection: a close can be in the kernel before hyper's
-    /// task has run, and a request written then would be lost.
+    /// Nobody reads an idle HTTP/1.1 connection (its driver runs only for a request), so the
+    /// socket is looked at, as httpcore does before reusing a connection: a peer's close (its
+    /// FIN), an error, or bytes nobody asked for make it unusable, and a request written on it
+    /// would be lost.
     ///
     /// Over HTTP/2 the server may send frames at any time (PING, SETTINGS), read by the
     /// connection's task: only a close or GOAWAY makes it unusable.
     fn is_open(&self) -> bool {
+        self.is_open_when_returned() && self.socket_is_idle_and_open(self.tls || matches!(self.sender, Sender::Http2(_)))
+    }
+
+    /// Without the look at the socket (a system call): the response just ended cleanly, and
+    /// the socket is looked at before the connection is reused.
+    fn is_open_when_returned(&self) -> bool {
         match &self.sender {
             Sender::Http1(sender) => {
                 let until = self.reuse_until.load(Relaxed);
-                !sender.is_closed() && (until == 0 || now() < until) && self.socket_is_idle_and_open(self.tls)
+                !sender.is_closed() && (until == 0 || now() < until)
             }
-            Sender::Http2(conn) => conn.is_open() && self.socket_is_idle_and_open(true),
+            Sender::Http2(conn) => conn.is_open(),
         }
     }
 }
