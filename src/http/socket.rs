@@ -5,9 +5,8 @@
 
 use super::inline::{self, Mode};
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::Arc;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -20,7 +19,7 @@ pub enum Socket {
     Lost,
 }
 
-/// The pass (see `inline::pass`) in which an inline socket's read last found nothing.
+/// The look (see `inline::pass`) in which an inline socket's read last found nothing.
 #[derive(Default)]
 pub struct EmptyIn(Option<u64>);
 
@@ -30,36 +29,28 @@ impl From<TcpStream> for Socket {
     }
 }
 
-impl AsFd for Socket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Socket::Reactor(s) => s.as_fd(),
-            Socket::Inline(s, _) => s.as_fd(),
-            Socket::Lost => panic!("a lost socket has no descriptor"),
-        }
-    }
-}
-
 impl Socket {
     /// Where readiness comes from for this thread's mode: moves the socket if it must.
     fn settle(&mut self) -> io::Result<()> {
-        let to_inline = match (inline::mode(), &*self) {
+        let must_move = match (inline::mode(), &*self) {
             (_, Socket::Lost) => return Err(io::Error::other("the connection's socket was lost moving between threads")),
             (Mode::Driving, Socket::Reactor(_)) => true,
-            // Out of the runtime (a thread that only peeks): it stays where it is.
-            (Mode::Runtime, Socket::Inline(..)) if tokio::runtime::Handle::try_current().is_ok() => false,
-            _ => return Ok(()),
+            // Out of the runtime (a thread that only peeks), it stays where it is.
+            (Mode::Runtime, Socket::Inline(..)) => tokio::runtime::Handle::try_current().is_ok(),
+            _ => false,
         };
-        *self = match std::mem::replace(self, Socket::Lost) {
-            Socket::Reactor(s) if to_inline => Socket::Inline(Arc::new(s.into_std()?), EmptyIn::default()),
-            Socket::Inline(s, _) => {
-                // The caller forgets what it waited for before it returns, so this is the only
-                // owner; if it were not, a second descriptor of the socket moves instead.
-                let s = Arc::try_unwrap(s).or_else(|shared| shared.try_clone())?;
-                Socket::Reactor(TcpStream::from_std(s)?)
-            }
-            other => other,
-        };
+        if must_move {
+            *self = match std::mem::replace(self, Socket::Lost) {
+                Socket::Reactor(s) => Socket::Inline(Arc::new(s.into_std()?), EmptyIn::default()),
+                Socket::Inline(s, _) => {
+                    // The caller forgets what it waited for before it returns, so this is the
+                    // only owner; if it were not, a second descriptor of the socket moves.
+                    let s = Arc::try_unwrap(s).or_else(|shared| shared.try_clone())?;
+                    Socket::Reactor(TcpStream::from_std(s)?)
+                }
+                Socket::Lost => Socket::Lost,
+            };
+        }
         Ok(())
     }
 }

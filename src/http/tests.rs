@@ -217,6 +217,53 @@ async fn the_head_comes_without_waiting_for_the_body() {
     assert_eq!(read_all(&mut response.body).await.0, b"world");
 }
 
+/// Runs `future` the way a sync caller does: on this thread, its socket read here.
+fn on_this_thread<F: Future>(future: F) -> F::Output {
+    let future = std::pin::pin!(future);
+    inline::block_on(future, Duration::from_secs(30)).expect("done within 30 s")
+}
+
+#[test]
+fn a_connection_moves_between_sync_callers_and_the_runtime() {
+    let server = RawServer::start(|peer| {
+        while let Some(received) = peer.read_request() {
+            let body = format!("got {}", received.body.len());
+            peer.write(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+        }
+    });
+    let (pool, client) = (pool(1), client());
+    let fetch_body = |n: usize| {
+        let (client, pool, request) = (&client, &pool, request(&server, Method::POST, vec![b'x'; n], Timeouts::default()));
+        async move {
+            let mut response = client.send(pool, request).await.unwrap();
+            String::from_utf8(read_all(&mut response.body).await.0).unwrap()
+        }
+    };
+    for round in 0..3 {
+        assert_eq!(on_this_thread(fetch_body(10 + round)), format!("got {}", 10 + round));
+        // A runtime task takes the same connection: its socket goes back to tokio's reactor.
+        assert_eq!(block_on(fetch_body(100_000 + round)), format!("got {}", 100_000 + round));
+    }
+    assert_eq!((server.connections.load(SeqCst), server.requests.load(SeqCst)), (1, 6));
+}
+
+#[test]
+fn a_sync_callers_read_timeout_fires_on_its_thread() {
+    // Reads the request and never answers: the runtime's timer must wake the waiting caller.
+    let server = RawServer::start(|peer| {
+        if peer.read_request().is_some() {
+            thread::sleep(Duration::from_secs(20));
+        }
+    });
+    let (pool, client) = (pool(1), client());
+    let timeouts = Timeouts { read: Some(Duration::from_millis(300)), ..Timeouts::default() };
+    let started = std::time::Instant::now();
+    let outcome = on_this_thread(client.send(&pool, request(&server, Method::GET, b"", timeouts)));
+    assert!(matches!(outcome, Err(HttpError::ReadTimeout)), "{:?}", outcome.err());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(server.requests.load(SeqCst), 1);
+}
+
 #[tokio::test]
 async fn a_write_timeout_fires_without_a_read_timeout() {
     // A server that accepts and never reads: the upload stalls once the buffers are full.
