@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import statistics
 import sys
 import threading
 import time
+
+import httpx
 
 from percentiles import nearest_rank
 
@@ -40,9 +43,67 @@ def _httpx_arguments() -> dict:
     return arguments
 
 
-def async_transport(name):
-    import httpx
+class OneSocketTransport(httpx.BaseTransport):
+    """The sync floor: the least a transport can do under httpx.Client against nginx, so the bound on
+    what any transport can reach here (httpx's client code plus one loopback round trip to nginx).
+    One kept-alive blocking socket per thread, the request written in one sendall, the response read
+    in as few recv calls as it takes. No pool, no timeouts, no error handling beyond raising on a
+    closed connection: HTTP/1.1 with a Content-Length body, as nginx answers here."""
 
+    def __init__(self):
+        self._local = threading.local()
+
+    def _socket(self, url):
+        sock = getattr(self._local, "sock", None)
+        if sock is None:
+            sock = self._local.sock = socket.create_connection((url.host, url.port or 80))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _recv(self, sock, size):
+        data = sock.recv(size)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        return data
+
+    def handle_request(self, request):
+        sock = self._socket(request.url)
+        head = b"%s %s HTTP/1.1\r\n" % (request.method.encode(), request.url.raw_path)
+        head += b"".join(b"%s: %s\r\n" % (name, value) for name, value in request.headers.raw)
+        sock.sendall(head + b"\r\n" + request.read())
+
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += self._recv(sock, 65536)
+        head, body = data.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.split(b"\r\n")
+        _, status, reason = status_line.split(b" ", 2)
+        headers = [(name, value.strip()) for name, value in (line.split(b":", 1) for line in lines)]
+        length = int(next(value for name, value in headers if name.lower() == b"content-length"))
+        while len(body) < length:
+            body += self._recv(sock, length - len(body))
+        return httpx.Response(int(status), headers=headers, stream=httpx.ByteStream(body),
+                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+
+
+def no_network_transport(url):
+    """The async floor: httpx.AsyncClient's own cost per request, with no network I/O at all, so the
+    floor for CPU per request (its requests/s are not comparable with a transport's). It answers
+    every request with the status, headers and body nginx gave to one blocking request made here,
+    before any timing starts."""
+    with httpx.Client(trust_env=False) as client:
+        recorded = client.post(url, json=PAYLOAD)
+    status, headers, body = recorded.status_code, recorded.headers.raw, recorded.content
+    extensions = {"http_version": b"HTTP/1.1", "reason_phrase": recorded.extensions["reason_phrase"]}
+
+    async def answer(request):
+        await request.aread()
+        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body), extensions=extensions)
+
+    return httpx.MockTransport(answer)
+
+
+def async_transport(name, url):
     if name == "fast_litellm":
         import fast_litellm
 
@@ -55,12 +116,12 @@ def async_transport(name):
         from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
 
         return AsyncHTTPHandler._create_aiohttp_transport()
+    if name == "floor":
+        return no_network_transport(url)
     raise ValueError(name)
 
 
 def sync_transport(name):
-    import httpx
-
     if name == "fast_litellm":
         import fast_litellm
 
@@ -69,6 +130,8 @@ def sync_transport(name):
     if name == "httpx":
         return httpx.HTTPTransport(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=1000),
                                    **_httpx_arguments())
+    if name == "floor":
+        return OneSocketTransport()
     raise ValueError(name)
 
 
@@ -85,8 +148,6 @@ def summarize(latencies, wall, cpu):
 
 
 async def run_async(name, url, concurrency, total):
-    import httpx
-
     latencies = []
     if name == "aiohttp":
         import aiohttp
@@ -99,7 +160,7 @@ async def run_async(name, url, concurrency, total):
                 await r.read()
             latencies.append(time.perf_counter() - start)
     else:
-        session = httpx.AsyncClient(transport=async_transport(name), timeout=60)
+        session = httpx.AsyncClient(transport=async_transport(name, url), timeout=60)
 
         async def one():
             start = time.perf_counter()
@@ -125,8 +186,6 @@ async def run_async(name, url, concurrency, total):
 
 
 def run_sync(name, url, threads, total):
-    import httpx
-
     client = httpx.Client(transport=sync_transport(name), timeout=60)
     latencies = []
     lock = threading.Lock()
