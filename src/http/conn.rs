@@ -12,8 +12,8 @@ use http_body_util::Full;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
+use std::future::Future;
 use std::io;
-use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -58,7 +58,7 @@ impl Driver {
     }
 
     /// `work`, with the connection driven while it waits.
-    pub async fn run<F: std::future::Future>(&mut self, work: F) -> F::Output {
+    pub async fn run<F: Future>(&mut self, work: F) -> F::Output {
         let mut work = std::pin::pin!(work);
         std::future::poll_fn(|cx| {
             self.drive(cx);
