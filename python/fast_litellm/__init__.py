@@ -24,7 +24,7 @@ from fast_litellm._core import (
     remove_connection,
     return_connection,
 )
-from fast_litellm import _core, _metrics
+from fast_litellm import _core, _locks, _metrics
 from fast_litellm._loops import forget_bridges
 from fast_litellm._transport import CONNECTION_ID, AsyncHTTPTransport, HTTPTransport
 from fast_litellm._litellm import install, status, uninstall
@@ -61,6 +61,8 @@ def _after_fork_in_child() -> None:
     memory but only the thread that forked: it must not share the parent's sockets and
     descriptors, nor wait on a lock that a parent thread held at the fork (that thread is not
     here to release it). In this order:"""
+    # 0. The package's locks (_locks.py): released, whoever held them in the parent.
+    _locks.reset_after_fork()
     # 1. Pools and runtime: empty pools of the same names, and a tokio runtime of the child's own
     #    (the parent's worker threads are gone; its connections are the parent's).
     _core._reset_after_fork()

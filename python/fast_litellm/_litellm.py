@@ -31,13 +31,12 @@ import logging
 import os
 import ssl
 import sys
-import threading
 import weakref
 from typing import Any, NamedTuple, Optional
 
 import httpx
 
-from fast_litellm import _core
+from fast_litellm import _core, _locks
 from fast_litellm._after_import import AfterImport
 from fast_litellm._transport import AsyncHTTPTransport, HTTPTransport
 
@@ -257,7 +256,7 @@ class _Integration:
     """What is installed, what it replaced (to put back exactly), the transports made."""
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        self.lock = _locks.rlock()
         self.installed = False
         self.finder: Optional[AfterImport] = None
         self.originals: dict[str, Any] = {}
@@ -276,7 +275,7 @@ class _Integration:
         self.prewarmed: dict[str, int] = {}  # origin -> connections FAST_LITELLM_PREWARM got ready
         self.fallback_transports: dict[str, int] = {}
         self.fallback_requests: dict[str, int] = {}
-        self.counter_lock = threading.Lock()
+        self.counter_lock = _locks.lock()
 
     def transport(self, kind: str, plan: _Plan) -> Any:
         cert = tuple(plan.cert) if isinstance(plan.cert, list) else plan.cert
@@ -340,7 +339,7 @@ class _Fallbacks:
     def __init__(self) -> None:
         self.sync: dict[tuple, httpx.Client] = {}
         self.by_loop: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
-        self.lock = threading.Lock()
+        self.lock = _locks.lock()
 
     @staticmethod
     def _options(litellm: Any) -> dict:

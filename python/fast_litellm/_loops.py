@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import weakref
 from typing import Any
 
 import sniffio
 
-from fast_litellm import _core
+from fast_litellm import _core, _locks
 
 # Trio names itself here while it runs (also in guest mode); asyncio leaves it None, so the
 # asyncio path costs one attribute load.
@@ -32,7 +31,7 @@ logger = logging.getLogger("fast_litellm")
 # asyncio loop drops its readers when it is closed, and with them the bridge and its eventfd.
 # Keyed by id(loop): a live reader holds its loop, so the id names that loop while the entry lives.
 _readers: "weakref.WeakValueDictionary[int, _Reader]" = weakref.WeakValueDictionary()
-_lock = threading.Lock()
+_lock = _locks.lock()
 
 
 class _Reader:
@@ -73,10 +72,8 @@ def _asyncio_bridge(loop: asyncio.AbstractEventLoop) -> Any:
 
 
 def forget_bridges() -> None:
-    """In a forked child: the parent's loops and their descriptors are not ours, and its lock
-    may have been held by a parent thread at the fork."""
-    global _last_reader, _lock
-    _lock = threading.Lock()
+    """In a forked child: the parent's loops and their descriptors are not ours."""
+    global _last_reader
     _readers.clear()
     _last_reader = _no_reader
 

@@ -24,7 +24,7 @@ import sys
 import threading
 from typing import Any, Iterator, Optional
 
-from fast_litellm import _core
+from fast_litellm import _core, _locks
 from fast_litellm._after_import import AfterImport
 
 logger = logging.getLogger("fast_litellm")
@@ -197,7 +197,7 @@ class MultiprocessWriter:
                            for n, (h, l) in HISTOGRAMS.items()}
         # (name, labels) -> last value written (counters: total; histograms: per-bucket counts, sum)
         self.written: dict[tuple, Any] = {}
-        self.lock = threading.Lock()
+        self.lock = _locks.lock()
 
     def _metric(self, name: str, labels: tuple) -> Any:
         metric = self.gauges.get(name) or self.counters.get(name) or self.histograms[name]
@@ -249,14 +249,13 @@ class MultiprocessWriter:
     def forget_counts(self) -> None:
         """In a forked child: its counters start from zero."""
         self.written = {key: value for key, value in self.written.items() if key[0] in self.gauges}
-        self.lock = threading.Lock()
 
 
 class _Exporter:
     """What is running: the collector, or the multiprocess writer and its thread."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = _locks.lock()
         self.wanted = False
         self.mode: Optional[str] = None  # "collector" | "multiprocess"
         self.collector: Optional[Collector] = None
@@ -333,7 +332,6 @@ class _Exporter:
             self.mode = None
 
     def after_fork_in_child(self) -> None:
-        self.lock = threading.Lock()
         if self.mode == "multiprocess" and self.writer is not None:
             self.writer.forget_counts()
             self._start_thread()  # threads do not survive a fork

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import threading
 from typing import Any, Optional, Union
 
 import httpx
 import sniffio
 
-from fast_litellm import _core
+from fast_litellm import _core, _locks
 from fast_litellm._loops import _running_library, backend
 from fast_litellm._trace import TracedAsyncBody, TracedBody, Tracer
 
@@ -104,7 +103,7 @@ class _ProxyRouter:
         self._loops: dict = {}
         self._trio_runs: Any = None  # a trio RunVar: each trio run's _LoopProxies
         self._numbers: dict = {}  # id of a proxy in the routes -> the engine's number, or None
-        self._lock = threading.Lock()
+        self._lock = _locks.lock()
 
     def proxy_for(self, url: httpx.URL) -> Any:
         """The proxy that applies to ``url`` (None: none does, or NO_PROXY exempts it), counted."""

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import random
+import signal
 import threading
 import time
 import uuid
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 import fast_litellm
 from fast_litellm import AsyncHTTPTransport, HTTPTransport, SimpleConnectionPool
-from servers import Server, refused_port
+from servers import ForwardProxy, Server, refused_port
 
 SECRET = "sk-PLANTED-0123456789abcdef"
 
@@ -397,6 +398,46 @@ def test_a_transport_used_before_fork_works_in_parent_and_child(server):
             assert c.get(f"{server.url}/json").status_code == 200
     s = pool.get_stats()
     assert s["connections_created"] == 1 and s["active_connections"] == 0
+
+
+def test_a_lock_held_by_another_thread_at_a_fork_does_not_hang_the_child(server):
+    # A child keeps only the forking thread: a lock another thread held then is never released
+    # there. Held here: the integration's lock (install/uninstall) and a proxied transport's.
+    with ForwardProxy() as proxy:
+        transport = HTTPTransport(new_pool(), proxy=proxy.url)
+        with httpx.Client(transport=transport) as c:
+            assert c.get(f"{server.url}/json").status_code == 200
+            held, release = threading.Event(), threading.Event()
+
+            def hold():
+                with fast_litellm._litellm._state.lock, transport._proxies._lock:
+                    held.set()
+                    release.wait()
+
+            holder = threading.Thread(target=hold)
+            holder.start()
+            held.wait()
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    fast_litellm.install()
+                    ok = c.get(f"{server.url}/json").status_code == 200
+                    os.write(write_fd, b"ok" if ok else b"bad")
+                finally:
+                    os._exit(0)
+            release.set()
+            holder.join()
+            os.close(write_fd)
+            deadline = time.monotonic() + 20
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    break
+                time.sleep(0.05)
+            assert os.read(read_fd, 8) == b"ok", "the child hung on a lock held at the fork"
+            assert c.get(f"{server.url}/json").status_code == 200
 
 
 # --- secrets ------------------------------------------------------------------------------------
