@@ -24,10 +24,12 @@ use settings::LiveSettings;
 use stats::AtomicCounters;
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
+use thread_local::ThreadLocal;
 use uuid::Uuid;
 use waiter::Waiter;
 
@@ -61,9 +63,11 @@ impl Connection for () {
 
 /// The name of one checkout of a connection, shown to Python as a hyphenated UUIDv4 string.
 ///
-/// The high 64 bits name the slot (random, fixed for its life); the low bits change at every
-/// checkout. So an id handed out earlier (a late second `return_connection`) can never touch a
-/// later checkout of the same connection: it no longer matches.
+/// The high 64 bits name the slot, fixed for its life: its endpoint's number and a serial within
+/// the endpoint, under the pool's random mask ([`SlotNaming`]), so a return finds the endpoint
+/// without a shared map. The low bits change at every checkout (from a random start). So an id
+/// handed out earlier (a late second `return_connection`) can never touch a later checkout of
+/// the same connection: it no longer matches.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(Uuid);
 
@@ -74,7 +78,42 @@ struct SlotKey(u64);
 /// The low 64 bits minus the two UUID variant bits: what a checkout changes.
 const CHECKOUT_BITS: u64 = u64::MAX >> 2;
 
+/// UUIDv4's version field: the bits of the high half that [`SlotNaming`] leaves as they are.
+const VERSION_BITS: u64 = 0xF000;
+
+/// How a pool names its slots: the high half of an id is `endpoint number << 32 | serial`
+/// (the serial's 28 bits around the version field) XOR a mask drawn when the pool is made, so
+/// ids look random and differ from pool to pool, yet name their endpoint. Unique while the
+/// numbers are: an endpoint's serial would have to wrap (2^28 connections opened while one
+/// lives), or the pool's endpoint numbers (2^32 endpoints made). Even then a return checks
+/// the whole id, and falls back to the `ids` map.
+#[derive(Clone, Copy)]
+struct SlotNaming {
+    mask: u64,
+}
+
+impl SlotNaming {
+    fn random() -> SlotNaming {
+        SlotNaming { mask: Uuid::new_v4().as_u64_pair().0 & !VERSION_BITS }
+    }
+
+    /// A new slot's first id: its name, and a random first checkout.
+    fn new_id(self, endpoint_number: u32, serial: u32) -> ConnId {
+        let serial = u64::from(serial & 0x0FFF_FFFF);
+        let spread = ((serial << 4) & !0xFFFF) | (serial & 0xFFF);
+        let high = ((u64::from(endpoint_number) << 32) | spread | 0x4000) ^ self.mask;
+        let low = Uuid::new_v4().as_u64_pair().1;
+        ConnId(Uuid::from_u64_pair(high, low))
+    }
+
+    /// The endpoint number an id names (meaningless for an id of another pool).
+    fn endpoint_number(self, id: ConnId) -> u32 {
+        ((id.0.as_u64_pair().0 ^ self.mask) >> 32) as u32
+    }
+}
+
 impl ConnId {
+    #[cfg(test)]
     fn new() -> ConnId {
         ConnId(Uuid::new_v4())
     }
@@ -171,6 +210,8 @@ struct ShutSlot(ConnId);
 /// The connections of one endpoint.
 struct EndpointSlots<C: Connection> {
     endpoint: Endpoint,
+    /// Unique in its pool: the ids of its slots carry it ([`SlotNaming`]).
+    number: u32,
     per_endpoint: C::PerEndpoint,
     state: Mutex<SlotState<C>>,
     /// Set (under `state`'s lock) when cleanup removes this empty entry from the map; whoever
@@ -189,6 +230,8 @@ struct SlotState<C> {
     /// Checkouts that reused an idle connection. Counted here, under the lock already held,
     /// rather than in a shared atomic; added to the pool's counters when the entry is retired.
     reused: u64,
+    /// The serial of the next slot made here (part of its id).
+    next_serial: u32,
 }
 
 impl<C: Connection> SlotState<C> {
@@ -197,6 +240,46 @@ impl<C: Connection> SlotState<C> {
         match self.parked.entry(id.slot_key()) {
             std::collections::hash_map::Entry::Occupied(e) if e.get().id == id => Some(e.remove()),
             _ => None,
+        }
+    }
+}
+
+/// One thread's recently used endpoints of a pool, by the string they were named with and by
+/// number. A few: a thread talks to a handful of origins; beyond that, the shared maps serve.
+struct Near<C: Connection> {
+    entries: Vec<(Box<str>, EndpointRef<C>)>,
+    /// Where the next entry goes once it is full (the oldest made).
+    next: usize,
+}
+
+const NEAR_ENDPOINTS: usize = 16;
+
+impl<C: Connection> Default for Near<C> {
+    fn default() -> Self {
+        Near { entries: Vec::new(), next: 0 }
+    }
+}
+
+impl<C: Connection> Near<C> {
+    /// The live endpoint named by `input` (a retired one is no longer worth keeping).
+    fn by_name(&self, input: &str) -> Option<&EndpointRef<C>> {
+        let (_, found) = self.entries.iter().find(|(name, _)| **name == *input)?;
+        (!found.0.retired.load(SeqCst)).then_some(found)
+    }
+
+    fn by_number(&self, number: u32) -> Option<&Arc<EndpointSlots<C>>> {
+        self.entries.iter().map(|(_, r)| &r.0).find(|e| e.number == number)
+    }
+
+    fn remember(&mut self, input: &str, endpoint_ref: &EndpointRef<C>) {
+        let entry = (input.into(), endpoint_ref.clone());
+        if let Some(i) = self.entries.iter().position(|(name, _)| **name == *input) {
+            self.entries[i] = entry; // a retired one
+        } else if self.entries.len() < NEAR_ENDPOINTS {
+            self.entries.push(entry);
+        } else {
+            self.entries[self.next] = entry;
+            self.next = (self.next + 1) % NEAR_ENDPOINTS;
         }
     }
 }
@@ -266,9 +349,15 @@ struct PoolState<C: Connection> {
     /// Endpoint strings seen before, so the hot path skips parsing. Only strings that are bare
     /// origins (nothing that parsing would drop, so nothing secret) are remembered.
     origins: DashMap<Box<str>, EndpointRef<C>, FxBuildHasher>,
-    /// Every live connection's endpoint, by slot: written when a connection opens or closes,
-    /// only read on the hot path.
+    /// Every live connection's endpoint, by slot: written when a connection opens or closes.
+    /// The hot path reads it only for endpoints its thread has not looked up ([`Near`]).
     ids: DashMap<SlotKey, Arc<EndpointSlots<C>>, FxBuildHasher>,
+    /// Each thread's recently used endpoints: a checkout or return by a thread that used the
+    /// endpoint before touches neither `origins` nor `ids` (their shard locks were a quarter of
+    /// the id API's cost).
+    near: ThreadLocal<RefCell<Near<C>>>,
+    naming: SlotNaming,
+    next_endpoint_number: AtomicU32,
     /// Connections counted against `max_connections` (active, opening and idle): one
     /// [`Reservation`] each.
     open: Arc<AtomicUsize>,
@@ -321,6 +410,9 @@ impl<C: Connection> Pool<C> {
                 entries: DashMap::default(),
                 origins: DashMap::default(),
                 ids: DashMap::default(),
+                near: ThreadLocal::new(),
+                naming: SlotNaming::random(),
+                next_endpoint_number: AtomicU32::new(0),
                 open: Arc::new(AtomicUsize::new(0)),
                 waiters: Mutex::new(VecDeque::new()),
                 waiting: AtomicUsize::new(0),
@@ -363,12 +455,26 @@ impl<C: Connection> Pool<C> {
     /// [`Pool::endpoint_ref_str`] without the reference counting of an owned reference (the id API's hot
     /// path).
     pub fn with_endpoint_ref_str<R>(&self, input: &str, f: impl FnOnce(&EndpointRef<C>) -> R) -> Result<R, EndpointError> {
-        if let Some(endpoint_ref) = self.shared.origins.get(input) {
-            return Ok(f(&endpoint_ref));
+        let near = self.shared.near.get_or_default();
+        if let Some(endpoint_ref) = near.borrow().by_name(input) {
+            return Ok(f(endpoint_ref));
         }
-        let endpoint_ref = EndpointRef(self.shared.entry(&Endpoint::parse(input)?));
-        if Endpoint::is_bare_origin(input) && self.shared.origins.len() < MAX_REMEMBERED_ORIGINS {
-            self.shared.origins.insert(input.into(), endpoint_ref.clone());
+        let endpoint_ref = match self.shared.origins.get(input) {
+            Some(remembered) => remembered.clone(),
+            None => {
+                let endpoint_ref = EndpointRef(self.shared.entry(&Endpoint::parse(input)?));
+                if !Endpoint::is_bare_origin(input) {
+                    return Ok(f(&endpoint_ref));
+                }
+                if self.shared.origins.len() < MAX_REMEMBERED_ORIGINS {
+                    self.shared.origins.insert(input.into(), endpoint_ref.clone());
+                }
+                endpoint_ref
+            }
+        };
+        // Remembered before `f` runs, not while (it may look up again).
+        if let Ok(mut near) = near.try_borrow_mut() {
+            near.remember(input, &endpoint_ref);
         }
         Ok(f(&endpoint_ref))
     }
@@ -569,12 +675,14 @@ impl<C: Connection> PoolState<C> {
             .or_insert_with(|| {
                 Arc::new(EndpointSlots {
                     endpoint: endpoint.clone(),
+                    number: self.next_endpoint_number.fetch_add(1, SeqCst),
                     per_endpoint: C::PerEndpoint::default(),
                     state: Mutex::new(SlotState {
                         idle: VecDeque::new(),
                         active: 0,
                         parked: FxHashMap::default(),
                         reused: 0,
+                        next_serial: 0,
                     }),
                     retired: AtomicBool::new(false),
                 })
@@ -582,8 +690,15 @@ impl<C: Connection> PoolState<C> {
             .clone()
     }
 
-    /// Runs `f` on the endpoint of a live connection; `None` for an unknown id.
-    fn with_entry_of<R>(&self, id: ConnId, f: impl FnOnce(&EndpointSlots<C>) -> Option<R>) -> Option<R> {
+    /// Runs `f` on the endpoint of a live connection; `None` for an unknown id. The endpoint the
+    /// id names, if this thread used it lately, is tried first; `ids` is the authority.
+    fn with_entry_of<R>(&self, id: ConnId, f: impl Fn(&EndpointSlots<C>) -> Option<R>) -> Option<R> {
+        if let Some(near) = self.near.get() {
+            let near = near.borrow();
+            if let Some(found) = near.by_number(self.naming.endpoint_number(id)).and_then(|entry| f(entry)) {
+                return Some(found);
+            }
+        }
         let entry = self.ids.get(&id.slot_key())?;
         f(&entry)
     }
@@ -681,7 +796,9 @@ impl<C: Connection> PoolState<C> {
                 None => return (Checkout::AtLimit(AtLimit::Pool), closed),
                 Some(counted) => {
                     self.counters.created();
-                    (Slot { id: ConnId::new(), created: now, idle_since: now, conn: None, _counted: counted }, false)
+                    let id = self.naming.new_id(entry.number, st.next_serial);
+                    st.next_serial = st.next_serial.wrapping_add(1);
+                    (Slot { id, created: now, idle_since: now, conn: None, _counted: counted }, false)
                 }
             },
         };

@@ -586,3 +586,73 @@ fn a_held_id_lends_its_slot_and_gets_it_back_under_the_same_id() {
     assert_eq!((p.stats().active, p.stats().idle), (0, 1));
     assert_consistent(&p);
 }
+
+#[test]
+fn ids_name_their_endpoint_and_stay_uuid_v4() {
+    let p = pool(100, 50);
+    let refs: Vec<_> = ["http://a", "http://b", "http://c"].iter().map(|s| p.endpoint_ref_str(s).unwrap()).collect();
+    let mut keys = HashSet::new();
+    for r in &refs {
+        for _ in 0..20 {
+            let id = p.try_get_id(r).unwrap();
+            assert_eq!(p.shared.naming.endpoint_number(id), r.0.number);
+            let uuid = Uuid::parse_str(&id.to_string()).unwrap();
+            assert_eq!((uuid.get_version_num(), uuid.get_variant()), (4, uuid::Variant::RFC4122));
+            assert!(keys.insert(id.slot_key()), "two slots share a name");
+        }
+    }
+    // Another pool's masks differ: the same endpoint number there names nothing here.
+    let other = pool(100, 50);
+    let foreign = other.try_get_id(&other.endpoint_ref_str("http://a").unwrap()).unwrap();
+    assert!(!p.return_by_id(foreign));
+    assert_eq!(p.stats().active, 60);
+    assert_consistent(&p);
+}
+
+#[test]
+fn a_connection_taken_on_one_thread_is_returned_on_another() {
+    // The taking thread knows the endpoint (its near endpoints); the returning one finds it
+    // through the shared map.
+    let p = pool(10, 10);
+    let id = p.with_endpoint_ref_str("http://h", |r| p.try_get_id(r)).unwrap().unwrap();
+    let q = p.clone();
+    assert!(thread::spawn(move || q.return_by_id(id) && !q.return_by_id(id)).join().unwrap());
+    assert!(!p.return_by_id(id), "a stale id is ignored on the taking thread too");
+    let again = p.with_endpoint_ref_str("http://h", |r| p.try_get_id(r)).unwrap().unwrap();
+    assert_eq!(again.slot_key(), id.slot_key(), "the idle connection is reused");
+    let s = p.stats();
+    assert_eq!((s.active, s.idle, s.counters.ignored_returns), (1, 0, 2));
+    assert_consistent(&p);
+}
+
+#[test]
+fn a_retired_endpoint_is_not_used_from_a_thread_that_remembers_it() {
+    let p = pool(10, 10);
+    let first = p.with_endpoint_ref_str("http://h", |r| r.0.clone()).unwrap();
+    let id = p.with_endpoint_ref_str("http://h", |r| p.try_get_id(r)).unwrap().unwrap();
+    assert!(p.remove_by_id(id));
+    p.cleanup();
+    assert!(first.retired.load(SeqCst), "cleanup retired the empty endpoint");
+    let id = p.with_endpoint_ref_str("http://h", |r| p.try_get_id(r)).unwrap().unwrap();
+    let now = p.with_endpoint_ref_str("http://h", |r| r.0.clone()).unwrap();
+    assert!(!Arc::ptr_eq(&first, &now), "the endpoint was looked up again");
+    assert_eq!(p.shared.naming.endpoint_number(id), now.number);
+    assert!(p.return_by_id(id));
+    let s = p.stats();
+    assert_eq!((s.active, s.idle, s.counters.created), (0, 1, 2));
+    assert_eq!(s.endpoints.len(), 1);
+    assert_consistent(&p);
+}
+
+#[test]
+fn more_endpoints_than_a_thread_remembers() {
+    let p = pool(1000, 10);
+    let names: Vec<String> = (0..3 * NEAR_ENDPOINTS).map(|i| format!("http://h{i}")).collect();
+    for _ in 0..3 {
+        let ids: Vec<ConnId> = names.iter().map(|n| p.with_endpoint_ref_str(n, |r| p.try_get_id(r)).unwrap().unwrap()).collect();
+        assert!(ids.iter().all(|id| p.return_by_id(*id)));
+    }
+    let s = p.stats();
+    assert_eq!((s.active, s.idle, s.counters.created), (0, names.len(), names.len() as u64));
+    assert_consistent(&p);
+}
