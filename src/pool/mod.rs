@@ -727,6 +727,9 @@ impl<C: Connection> PoolState<C> {
         F: FnOnce(&mut SlotState<C>, &Arc<EndpointSlots<C>>, Slot<C>, bool) -> T,
     {
         let mut keep = Some(keep);
+        if let Some(taken) = self.reuse_idle(entry, &mut keep) {
+            return Ok(taken);
+        }
         let mut fresh_entry: Option<Arc<EndpointSlots<C>>> = None;
         let mut evicted_once = false;
         loop {
@@ -752,6 +755,39 @@ impl<C: Connection> PoolState<C> {
         }
     }
 
+    /// The usual checkout in one short look: the most recently used idle connection, when it is
+    /// open and unexpired and no lowered limit is in the way, handed to `keep` under the lock.
+    /// `None` (and `keep` untouched) leaves every other case to [`PoolState::take_once`]. Its own
+    /// path because it is most checkouts: the general one cost a sixth of the id API's time.
+    fn reuse_idle<T, F>(&self, entry: &Arc<EndpointSlots<C>>, keep: &mut Option<F>) -> Option<T>
+    where
+        F: FnOnce(&mut SlotState<C>, &Arc<EndpointSlots<C>>, Slot<C>, bool) -> T,
+    {
+        let now = self.clock.now();
+        let mut st = entry.state.lock();
+        let usable = |slot: &Slot<C>| self.idle_close_reason(slot, now).is_none();
+        if entry.retired.load(SeqCst) || !self.within_limits(&st) || !st.idle.back().is_some_and(usable) {
+            return None;
+        }
+        let mut slot = st.idle.pop_back()?;
+        slot.id = slot.id.next_checkout();
+        st.reused += 1;
+        st.active += 1;
+        let keep = keep.take().expect("a checkout ends at its first slot");
+        Some(keep(&mut st, entry, slot, true))
+    }
+
+    /// Whether an endpoint's connections fit under both limits (which may have been lowered).
+    fn within_limits(&self, st: &SlotState<C>) -> bool {
+        st.active + st.idle.len() <= self.settings.max_connections_per_endpoint()
+            && self.open.load(SeqCst) <= self.settings.max_connections()
+    }
+
+    /// Why an idle slot must close rather than be reused, if it must.
+    fn idle_close_reason(&self, slot: &Slot<C>, now: Nanos) -> Option<CloseReason> {
+        if slot.is_open() { self.expiry(slot, now, true) } else { Some(CloseReason::Unhealthy) }
+    }
+
     /// One try under the endpoint's lock; `keep` is called (and taken) only if a slot is found.
     /// Also returns the idle slots closed on the way (dead, expired, or above a lowered limit),
     /// whose ids are forgotten once the lock is released.
@@ -767,7 +803,7 @@ impl<C: Connection> PoolState<C> {
         }
         let max_here = self.settings.max_connections_per_endpoint();
         // Above a lowered limit, idle connections are closed (oldest first), not handed out.
-        while st.active + st.idle.len() > max_here || self.open.load(SeqCst) > self.settings.max_connections() {
+        while !self.within_limits(&st) {
             let Some(slot) = st.idle.pop_front() else { break };
             closed.push((slot.shut(), CloseReason::Evicted));
         }
@@ -776,8 +812,7 @@ impl<C: Connection> PoolState<C> {
         }
         let mut reusable = None;
         while let Some(slot) = st.idle.pop_back() {
-            let reason = if slot.is_open() { self.expiry(&slot, now, true) } else { Some(CloseReason::Unhealthy) };
-            match reason {
+            match self.idle_close_reason(&slot, now) {
                 Some(reason) => closed.push((slot.shut(), reason)),
                 None => {
                     reusable = Some(slot);
@@ -851,9 +886,7 @@ impl<C: Connection> PoolState<C> {
     fn check_in_locked(&self, st: &mut SlotState<C>, mut slot: Slot<C>) -> CheckedIn {
         let now = self.clock.now();
         let reason = if slot.is_open_when_returned() { self.expiry(&slot, now, false) } else { Some(CloseReason::Unhealthy) };
-        let above_limit = st.active + st.idle.len() > self.settings.max_connections_per_endpoint()
-            || self.open.load(SeqCst) > self.settings.max_connections();
-        match reason.or(above_limit.then_some(CloseReason::Evicted)) {
+        match reason.or((!self.within_limits(st)).then_some(CloseReason::Evicted)) {
             Some(reason) => {
                 let shut = slot.shut();
                 st.active -= 1;
@@ -898,8 +931,7 @@ impl<C: Connection> PoolState<C> {
                 let mut st = entry.state.lock();
                 let mut kept = VecDeque::with_capacity(st.idle.len());
                 for slot in st.idle.drain(..) {
-                    let reason = if slot.is_open() { self.expiry(&slot, now, true) } else { Some(CloseReason::Unhealthy) };
-                    match reason {
+                    match self.idle_close_reason(&slot, now) {
                         Some(reason) => expired.push((slot.shut(), reason)),
                         None => kept.push_back(slot),
                     }
