@@ -162,6 +162,8 @@ def _chart_name(section: str) -> str:
 # benches/test_transports.py's label of both modes' floor rows (benches/transport_runner.py: sync, a
 # one-socket transport; async, httpx.MockTransport, no network).
 FLOOR = "floor (sync: one raw socket; async: no network)"
+# benches/transport_runner.py's MinimalAsyncTransport: asyncio Protocol connections, no pool.
+MINIMAL_ASYNC = "minimal asyncio transport (no pool)"
 
 
 def _versus(mode: str, transport: str, ours: dict, f: dict) -> str:
@@ -193,7 +195,10 @@ def transport_lines(transports: list, server_note: str) -> list[str]:
              "a minimal transport of one kept-alive socket per thread and no pool (httpx's client code plus one "
              "loopback round trip to nginx); async, httpx.AsyncClient answered by httpx.MockTransport with "
              "nginx's recorded response, no network I/O at all (httpx's own CPU per request), so only its CPU "
-             f"ms/request compares, not its requests/s or latencies. {REAPER_OFF}{fewer}", "",
+             "ms/request compares, not its requests/s or latencies. The minimal asyncio transport is what plain "
+             "asyncio networking costs under httpx.AsyncClient: kept-alive connections made with "
+             "loop.create_connection, the request written in one call, the response parsed as it arrives, no "
+             f"pool, limits or timeouts. {REAPER_OFF}{fewer}", "",
              "| mode | case | transport | requests | requests/s | p50 ms | p99 ms | CPU ms/request | fast_litellm is |",
              "|---|---|---|---|---|---|---|---|---|"]
     for mode, case, transport, f in rows:

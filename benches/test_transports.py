@@ -1,7 +1,8 @@
 """HTTP transports through httpx against a local nginx keep-alive server: fast_litellm against
 httpx's stock transports, LiteLLM's aiohttp transport (its async default) and raw aiohttp, each
 measured in processes of its own, alternating, in one run; a floor per mode shows what no transport
-can beat here (benches/transport_runner.py: sync, one raw socket; async, no network at all)."""
+can beat here (benches/transport_runner.py: sync, one raw socket; async, no network at all), and a
+minimal asyncio transport what plain asyncio networking costs under httpx.AsyncClient."""
 
 import json
 import statistics
@@ -12,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from nginx_server import Nginx, nginx_binary
-from report import FLOOR
+from report import FLOOR, MINIMAL_ASYNC
 
 HERE = Path(__file__).parent
 REPEATS = 2  # processes per case, alternating between transports
 
 ASYNC = {1: 2000, 64: 6000, 512: 6000}
-ASYNC_TRANSPORTS = ["fast_litellm", "litellm-aiohttp", "httpx", "aiohttp", "floor"]
+ASYNC_TRANSPORTS = ["fast_litellm", "litellm-aiohttp", "httpx", "aiohttp", "minimal", "floor"]
 SYNC = {1: 3000, 16: 3000}
 SYNC_TRANSPORTS = ["fast_litellm", "httpx", "floor"]
 LABELS = {
@@ -26,6 +27,7 @@ LABELS = {
     "litellm-aiohttp": "LiteLLM's aiohttp transport",
     "httpx": "httpx stock transport",
     "aiohttp": "raw aiohttp (no httpx)",
+    "minimal": MINIMAL_ASYNC,
     "floor": FLOOR,  # one label for both modes' floors: one series in the chart
 }
 
