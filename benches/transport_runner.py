@@ -119,8 +119,9 @@ class _MinimalConnection(asyncio.Protocol):
 
 
 class MinimalAsyncTransport(httpx.AsyncBaseTransport):
-    """The async floor over the network: the least an asyncio transport does under httpx.AsyncClient
-    against nginx. Kept-alive connections (one per request in flight, reused most recent first),
+    """What plain asyncio networking costs under httpx.AsyncClient against nginx: about the least an
+    asyncio transport does (a transport whose I/O runs elsewhere can use less of the event loop's
+    thread). Kept-alive connections (one per request in flight, reused most recent first),
     the request written in one call, the response parsed in data_received. No limits, timeouts or
     error handling beyond raising on a closed connection: HTTP/1.1 with a Content-Length body."""
 

@@ -601,7 +601,7 @@ fn ids_name_their_endpoint_and_stay_uuid_v4() {
             assert!(keys.insert(id.slot_key()), "two slots share a name");
         }
     }
-    // Another pool's masks differ: the same endpoint number there names nothing here.
+    // Another pool's mask differs: its ids name no endpoint of this one.
     let other = pool(100, 50);
     let foreign = other.try_get_id(&other.endpoint_ref_str("http://a").unwrap()).unwrap();
     assert!(!p.return_by_id(foreign));
