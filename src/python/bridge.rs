@@ -4,6 +4,7 @@
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit};
 use rustix::event::{eventfd, EventfdFlags};
 use rustix::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -63,6 +64,26 @@ impl LoopBridge {
         let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
             .map_err(|e| super::errors::os_error("eventfd", e))?;
         Ok(LoopBridge { shared: Arc::new(Mailbox { wake, queue: Mutex::new(Vec::new()) }) })
+    }
+
+    /// The futures of waiting results, for the garbage collector: a loop abandoned unclosed with a
+    /// result still here is a cycle (loop, its reader, this bridge, the future, its loop).
+    /// Waits for the queue's lock rather than skip it: a collection traverses twice, and a
+    /// future seen the first time but not the second could be freed while queued here. Runtime
+    /// threads hold the lock only to push (never the GIL), and only a GIL holder takes results
+    /// out, so the second look sees at least what the first saw.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for completion in self.shared.queue.lock().iter() {
+            visit.call(&completion.future)?;
+        }
+        Ok(())
+    }
+
+    /// Breaks such a cycle: the waiting results are dropped (their connections go back to the
+    /// pool, or close), as when a bridge goes with its closed loop.
+    fn __clear__(&self) {
+        let dropped = std::mem::take(&mut *self.shared.queue.lock());
+        drop(dropped);
     }
 
     /// The file descriptor the loop watches.

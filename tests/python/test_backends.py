@@ -1,11 +1,14 @@
 """The async transport under every anyio backend (asyncio and trio): the same scenarios, each
 run with `anyio.run(..., backend=...)` against servers on 127.0.0.1 that count what they see."""
 
+import asyncio
 import gc
 import os
 import threading
 import time
 import uuid
+import warnings
+import weakref
 
 import anyio
 import httpx
@@ -204,6 +207,32 @@ def test_a_trio_run_forgets_its_bridge(server):
     # Each run's bridge (and its eventfd) goes with the run: three runs leave none behind.
     assert eventfds() <= before
     assert server.requests == 3 and active(pool) == 0
+
+
+def test_an_abandoned_loop_with_an_undelivered_result_is_collected(server):
+    """An asyncio loop left without being closed while a result waits in its bridge (the answer
+    came after the loop's last run): the loop, its reader, the bridge and the waiting future are
+    a cycle, which the garbage collector frees only if it can see inside the bridge."""
+    pool = new_pool()
+    transport = AsyncHTTPTransport(pool)
+    loop = asyncio.new_event_loop()
+
+    async def send():
+        task = asyncio.ensure_future(transport.handle_async_request(httpx.Request("GET", f"{server.url}/sleep?t=0.2")))
+        await wait_until(lambda: server.requests == 1)  # sent; its answer comes after this run
+        return weakref.ref(task)
+
+    task = loop.run_until_complete(send())
+    assert task() is not None and not task().done()
+    gone = weakref.ref(loop)
+    time.sleep(0.5)  # the answer is in the bridge now, the loop not running to take it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # "unclosed event loop": the point here
+        del loop, send
+        gc.collect()
+    assert gone() is None and task() is None
+    # The result was dropped with the bridge: its connection went back to the pool.
+    assert active(pool) == 0
 
 
 def _readlink(path):
