@@ -43,6 +43,26 @@ def _httpx_arguments() -> dict:
     return arguments
 
 
+def _request_head(request):
+    """The request line and headers of a minimal transport's HTTP/1.1 request, blank line included."""
+    head = b"%s %s HTTP/1.1\r\n" % (request.method.encode(), request.url.raw_path)
+    return head + b"".join(b"%s: %s\r\n" % (name, value) for name, value in request.headers.raw) + b"\r\n"
+
+
+def _parse_head(head):
+    """A response head (without its blank line): status, reason, headers, Content-Length."""
+    status_line, *lines = head.split(b"\r\n")
+    _, status, reason = status_line.split(b" ", 2)
+    headers = [(name, value.strip()) for name, value in (line.split(b":", 1) for line in lines)]
+    length = int(next(value for name, value in headers if name.lower() == b"content-length"))
+    return int(status), reason, headers, length
+
+
+def _response(status, reason, headers, body):
+    return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body),
+                          extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+
+
 class OneSocketTransport(httpx.BaseTransport):
     """The sync floor: the least a transport can do under httpx.Client against nginx, so the bound on
     what any transport can reach here (httpx's client code plus one loopback round trip to nginx).
@@ -68,22 +88,16 @@ class OneSocketTransport(httpx.BaseTransport):
 
     def handle_request(self, request):
         sock = self._socket(request.url)
-        head = b"%s %s HTTP/1.1\r\n" % (request.method.encode(), request.url.raw_path)
-        head += b"".join(b"%s: %s\r\n" % (name, value) for name, value in request.headers.raw)
-        sock.sendall(head + b"\r\n" + request.read())
+        sock.sendall(_request_head(request) + request.read())
 
         data = b""
         while b"\r\n\r\n" not in data:
             data += self._recv(sock, 65536)
         head, body = data.split(b"\r\n\r\n", 1)
-        status_line, *lines = head.split(b"\r\n")
-        _, status, reason = status_line.split(b" ", 2)
-        headers = [(name, value.strip()) for name, value in (line.split(b":", 1) for line in lines)]
-        length = int(next(value for name, value in headers if name.lower() == b"content-length"))
+        status, reason, headers, length = _parse_head(head)
         while len(body) < length:
             body += self._recv(sock, length - len(body))
-        return httpx.Response(int(status), headers=headers, stream=httpx.ByteStream(body),
-                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+        return _response(status, reason, headers, body)
 
 
 class _MinimalConnection(asyncio.Protocol):
@@ -107,15 +121,12 @@ class _MinimalConnection(asyncio.Protocol):
         end = self.buffer.find(b"\r\n\r\n")
         if self.waiter is None or end < 0:
             return
-        status_line, *lines = self.buffer[:end].split(b"\r\n")
-        headers = [(name, value.strip()) for name, value in (line.split(b":", 1) for line in lines)]
-        length = int(next(value for name, value in headers if name.lower() == b"content-length"))
+        status, reason, headers, length = _parse_head(self.buffer[:end])
         if len(self.buffer) < end + 4 + length:
             return
         body, self.buffer = self.buffer[end + 4:end + 4 + length], self.buffer[end + 4 + length:]
-        _, status, reason = status_line.split(b" ", 2)
         waiter, self.waiter = self.waiter, None
-        waiter.set_result((int(status), headers, body, reason))
+        waiter.set_result(_response(status, reason, headers, body))
 
 
 class MinimalAsyncTransport(httpx.AsyncBaseTransport):
@@ -134,14 +145,11 @@ class MinimalAsyncTransport(httpx.AsyncBaseTransport):
             conn = self._idle.pop()
         else:
             _, conn = await loop.create_connection(_MinimalConnection, request.url.host, request.url.port or 80)
-        head = b"%s %s HTTP/1.1\r\n" % (request.method.encode(), request.url.raw_path)
-        head += b"".join(b"%s: %s\r\n" % (name, value) for name, value in request.headers.raw)
         conn.waiter = loop.create_future()
-        conn.transport.write(head + b"\r\n" + await request.aread())
-        status, headers, body, reason = await conn.waiter
+        conn.transport.write(_request_head(request) + await request.aread())
+        response = await conn.waiter
         self._idle.append(conn)
-        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body),
-                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+        return response
 
 
 def no_network_transport(url):

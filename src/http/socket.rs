@@ -101,13 +101,7 @@ impl AsyncRead for Socket {
 
 impl AsyncWrite for Socket {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.settle()?;
-        match this {
-            Socket::Reactor(s) => Pin::new(s).poll_write(cx, data),
-            Socket::Inline(s, _) => inline_io(s, true, || (&**s).write(data)),
-            Socket::Lost => unreachable!("settle() fails for a lost socket"),
-        }
+        self.poll_write_vectored(cx, &[IoSlice::new(data)])
     }
 
     fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {

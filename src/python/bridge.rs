@@ -82,6 +82,7 @@ impl LoopBridge {
     /// Breaks such a cycle: the waiting results are dropped (their connections go back to the
     /// pool, or close), as when a bridge goes with its closed loop.
     fn __clear__(&self) {
+        // Dropped once the lock is released (a result's drop gives its connection back).
         let dropped = std::mem::take(&mut *self.shared.queue.lock());
         drop(dropped);
     }
