@@ -20,7 +20,7 @@ from typing import Any, Optional, Union
 import httpx
 
 from fast_litellm import _litellm
-from fast_litellm._transport import _origin
+from fast_litellm._transport import origin as origin_of
 
 __all__ = ["aprewarm", "prewarm", "prewarm_deployments"]
 
@@ -64,7 +64,7 @@ def prewarm_deployments(model_list: Any, connections: int = 1, *, timeout: Optio
     Deployments without an ``api_base`` (the provider's default) are left out."""
     warmed: dict = {}
     for url in _api_bases(model_list):
-        origin = _origin(httpx.URL(url))
+        origin = origin_of(httpx.URL(url))
         if origin not in warmed:
             warmed[origin] = prewarm(url, connections, timeout=timeout)
     return warmed
@@ -141,7 +141,7 @@ def start_from_environment() -> Optional[threading.Thread]:
 
     def warm() -> None:
         for url, n in targets:
-            _litellm._state.prewarmed[_origin(httpx.URL(url))] = prewarm(url, n)
+            _litellm._state.prewarmed[origin_of(httpx.URL(url))] = prewarm(url, n)
 
     return _in_background("prewarm", warm)
 

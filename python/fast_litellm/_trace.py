@@ -9,8 +9,6 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import httpx
-
 from fast_litellm import _core
 
 
@@ -27,9 +25,8 @@ class Tracer:
 
     __slots__ = ("callback", "request", "kwargs")
 
-    def __init__(self, callback: Any, request: httpx.Request) -> None:
-        import httpcore
-
+    def __init__(self, callback: Any, request: Any, library: Any) -> None:
+        httpcore = library.core  # httpcore for httpx, httpcore2 for httpx2
         url = request.url
         self.callback = callback
         self.request = request
@@ -139,8 +136,9 @@ class _Span:
             await self.tracer.acall(self.name + ".failed", {"exception": exc})
 
 
-class TracedBody(httpx.SyncByteStream):
-    """A response body with the events of httpcore's: receiving it, closing it."""
+class TracedBody:
+    """A response body with the events of httpcore's: receiving it, closing it. A byte stream of
+    the transport's library through ``Library.stream_class``."""
 
     def __init__(self, stream: Any, tracer: Tracer) -> None:
         self._stream, self._tracer, self._closed = stream, tracer, False
@@ -164,8 +162,8 @@ class TracedBody(httpx.SyncByteStream):
         self._tracer.call("http11.response_closed.complete", {"return_value": None})
 
 
-class TracedAsyncBody(httpx.AsyncByteStream):
-    """A response body with the events of httpcore's: receiving it, closing it."""
+class TracedAsyncBody:
+    """The async twin of :class:`TracedBody`."""
 
     def __init__(self, stream: Any, tracer: Tracer) -> None:
         self._stream, self._tracer, self._closed = stream, tracer, False
