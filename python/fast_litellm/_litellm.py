@@ -1,10 +1,14 @@
 """The hooks into LiteLLM: install and uninstall them (LiteLLM's HTTP traffic through fast_litellm's
 transports, reversibly), and status().
 
-Four hook points together carry every request LiteLLM 1.110 sends (see docs/litellm.md):
+These hook points together carry every request LiteLLM 1.110 sends from Python (see
+docs/litellm.md; its coverage table comes from tests/python/test_litellm_coverage.py):
 
 * ``litellm.client_session`` / ``litellm.aclient_session``: the httpx clients the openai SDK
   uses for OpenAI-compatible models;
+* ``OpenAIHTTPClient`` / ``OpenAIAsyncHTTPClient``: the httpx clients LiteLLM makes for the openai
+  SDK clients it builds itself (moderation, files, batches, assistants, fine-tuning, azure): they
+  get the transport of the shared clients by default;
 * ``HTTPHandler._create_sync_transport``: the transport factory of LiteLLM's sync handler
   (other providers);
 * ``AsyncHTTPHandler.create_async_transport``: the transport factory of its async handler.
@@ -38,11 +42,14 @@ import httpx
 
 from fast_litellm import _core, _locks
 from fast_litellm._after_import import AfterImport
+from fast_litellm._client_default import DefaultTransport
 from fast_litellm._transport import AsyncHTTPTransport, HTTPTransport
 
 logger = logging.getLogger("fast_litellm")
 
 HANDLER_MODULE = "litellm.llms.custom_httpx.http_handler"
+# Where LiteLLM's own httpx clients for the openai SDK are defined (loaded by `import litellm`).
+OPENAI_CLIENTS_MODULE = "litellm.llms.openai.common_utils"
 # The LiteLLM releases the tests ran against (Makefile: LITELLM_VERSION), lowest and highest.
 TESTED_LITELLM = "1.110.2"
 TESTED_LITELLM_RANGE = ("1.110.2", "1.110.2")
@@ -261,6 +268,7 @@ class _Integration:
         self.finder: Optional[AfterImport] = None
         self.originals: dict[str, Any] = {}
         self.hooks: dict[str, str] = {}
+        self.client_defaults: list[DefaultTransport] = []
         self.warnings: list[str] = []
         self.warned_version = False
         # (kind, verify, cert, http2, pool, local_address) -> transport; kept after uninstall for
@@ -515,7 +523,22 @@ def _patch_litellm_module(litellm: Any, clients: tuple) -> None:
     for name in _MODULE_LEVEL_CLIENTS:
         _state.originals.setdefault(f"litellm.{name}", litellm.__dict__.get(name, _MISSING))
         litellm.__dict__.pop(name, None)
+    _patch_openai_client_classes(sys.modules.get(OPENAI_CLIENTS_MODULE))
     _flush_client_cache(litellm)
+
+
+def _patch_openai_client_classes(module: Any) -> None:
+    """LiteLLM's ``OpenAIHTTPClient`` / ``OpenAIAsyncHTTPClient`` (a new client per call of
+    moderation, files, batches, assistants, fine-tuning...) get the shared clients' transport."""
+    for name, transport in (("OpenAIHTTPClient", _LITELLM_SYNC), ("OpenAIAsyncHTTPClient", _LITELLM_ASYNC)):
+        cls = getattr(module, name, None)
+        if not isinstance(cls, type) or len(cls.__bases__) != 1:
+            _state.warn(f"this LiteLLM version has no {name}: the openai clients LiteLLM builds itself "
+                        "keep their own transport")
+            _state.hooks[name] = "missing in this LiteLLM"
+            continue
+        _state.client_defaults.append(DefaultTransport(cls, lambda transport=transport: transport))
+        _state.hooks[name] = "fast_litellm"
 
 
 def _flush_client_cache(litellm: Any) -> None:
@@ -525,9 +548,14 @@ def _flush_client_cache(litellm: Any) -> None:
         cache.flush_cache()
 
 
+# The transports of every openai client LiteLLM makes (they keep no state of their own).
+_LITELLM_SYNC = _LiteLLMSyncTransport()
+_LITELLM_ASYNC = _LiteLLMAsyncTransport()
+
+
 def _shared_clients() -> tuple:
-    return (_SharedClient(transport=_LiteLLMSyncTransport(), timeout=None, follow_redirects=True),
-            _SharedAsyncClient(transport=_LiteLLMAsyncTransport(), timeout=None, follow_redirects=True))
+    return (_SharedClient(transport=_LITELLM_SYNC, timeout=None, follow_redirects=True),
+            _SharedAsyncClient(transport=_LITELLM_ASYNC, timeout=None, follow_redirects=True))
 
 
 def _apply_pool_settings() -> None:
@@ -676,6 +704,9 @@ def uninstall() -> None:
             else:
                 setattr(owner, attr, value)
         _state.originals.clear()
+        for default in _state.client_defaults:
+            default.remove()
+        _state.client_defaults.clear()
         _state.hooks.clear()
         _state.plans.clear()
         _restore_pool_settings()

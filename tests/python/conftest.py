@@ -1,5 +1,15 @@
+import os
 import sys
 from pathlib import Path
 
 # The counting servers are shared with the demo.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "demo"))
+
+# FAST_LITELLM_TEST_LIBRARY=httpx2 runs the suite with `import httpx` resolving to httpx2
+# (httpx2.alias_httpx(), before anything imports httpx): every test then drives fast_litellm's
+# transports as httpx2 clients see them, and compares with httpx2's own transport. `make test`
+# runs the behaviour suites this way too (Makefile: HTTPX2_SUITES).
+if os.environ.get("FAST_LITELLM_TEST_LIBRARY") == "httpx2":
+    import httpx2
+
+    httpx2.alias_httpx()

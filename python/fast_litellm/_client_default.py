@@ -1,0 +1,37 @@
+"""A transport given by default to every client of an httpx (or httpx2) Client subclass that other
+code constructs: LiteLLM's ``OpenAIHTTPClient`` classes, the openai SDK's default clients.
+
+Such classes build their clients with no ``transport`` argument, so httpx makes a transport of its
+own for each (an SSL context and a connection pool: 19 ms and a new connection per client, measured
+for ``httpx.Client()`` on the 2-core VM). A class between the subclass and its base, whose
+``__init__`` only adds ``transport=`` when none is given, changes that and nothing else: the
+subclass's own ``__init__`` still runs with its arguments (timeouts, redirects), and its instances
+are still instances of everything they were. Taken out again by ``remove``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+__all__ = ["DefaultTransport"]
+
+
+class DefaultTransport:
+    """``transport()`` (called per client made) for clients of ``cls`` made without a transport."""
+
+    def __init__(self, cls: type, transport: Callable[[], Any]) -> None:
+        self.cls = cls
+        (self.base,) = cls.__bases__  # the classes this is used on have one base
+        make = transport
+
+        def __init__(client: Any, *args: Any, **kwargs: Any) -> None:
+            if kwargs.get("transport") is None:
+                kwargs["transport"] = make()
+            super(between, client).__init__(*args, **kwargs)
+
+        between = type(f"{cls.__name__}OnFastLiteLLM", (self.base,),
+                       {"__init__": __init__, "__module__": __name__, "__doc__": self.__doc__})
+        cls.__bases__ = (between,)
+
+    def remove(self) -> None:
+        self.cls.__bases__ = (self.base,)
