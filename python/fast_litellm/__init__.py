@@ -28,6 +28,7 @@ from fast_litellm import _core, _locks, _metrics
 from fast_litellm._loops import forget_bridges
 from fast_litellm._transport import CONNECTION_ID, AsyncHTTPTransport, HTTPTransport
 from fast_litellm._litellm import install, status, uninstall
+from fast_litellm._openai_sdk import install_openai_sdk, uninstall_openai_sdk, wanted_by_environment as _openai_sdk_from_environment
 from fast_litellm._prewarm import aprewarm, prewarm, prewarm_deployments, start_from_environment as _prewarm_from_environment
 
 __all__ = [
@@ -47,12 +48,14 @@ __all__ = [
     "health_check_connection",
     "aprewarm",
     "install",
+    "install_openai_sdk",
     "prewarm",
     "prewarm_deployments",
     "remove_connection",
     "return_connection",
     "status",
     "uninstall",
+    "uninstall_openai_sdk",
 ]
 
 
@@ -81,3 +84,6 @@ _os.register_at_fork(after_in_child=_after_fork_in_child)
 # through the Rust pool. FAST_LITELLM_DISABLE=1 opts out; uninstall() undoes it.
 if install():
     _prewarm_from_environment()
+# Opt in: the openai SDK's own default clients on the pool too (docs/litellm.md).
+if _openai_sdk_from_environment():
+    install_openai_sdk()

@@ -2,7 +2,8 @@
 
     python -m fast_litellm status [--json]
         The hooks LiteLLM gets in this environment (LiteLLM is imported), its version against
-        the tested one, the settings in effect and where each came from, the pool's statistics.
+        the tested one, the LiteLLM routes its native core runs (not through fast_litellm), the
+        settings in effect and where each came from, the pool's statistics.
         Exit 0 when LiteLLM's traffic goes through fast_litellm, 1 when not.
 
     python -m fast_litellm check URL [--json] [--insecure] [--cacert PATH] [--timeout S] [--http2]
@@ -28,6 +29,7 @@ import httpx
 import fast_litellm
 from fast_litellm import _core
 from fast_litellm._litellm import TESTED_LITELLM, _tls_settings
+from fast_litellm._native_routes import describe as describe_native_route
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -180,6 +182,10 @@ def print_status(report: dict) -> None:
         print(f"  {point:<42} {by}")
     for warning in report["warnings"]:
         print(f"  warning: {warning}")
+    sdk = report["openai_sdk"]
+    print(f"openai SDK's own clients: {sdk['hook'] if sdk['hook'] != 'off' else 'off (install_openai_sdk(), FAST_LITELLM_OPENAI_SDK=1)'}")
+    for route in report["not_through_fast_litellm"]:
+        print(f"  not ours: {describe_native_route(route)}")
     print("settings in effect:")
     s = report["settings"]
     for name in POOL_SETTINGS:

@@ -75,7 +75,7 @@ class _SharedAsyncClient(httpx.AsyncClient):
         pass
 
 
-def _env_flag(name: str) -> Optional[bool]:
+def env_flag(name: str) -> Optional[bool]:
     value = os.environ.get(name)
     if value is None:
         return None
@@ -645,7 +645,7 @@ def _stop_waiting(finder: AfterImport) -> None:
 def install() -> bool:
     """Routes LiteLLM's HTTP traffic through fast_litellm. Safe to call again. Returns False
     when ``FAST_LITELLM_DISABLE`` is set."""
-    if _env_flag("FAST_LITELLM_DISABLE"):
+    if env_flag("FAST_LITELLM_DISABLE"):
         return False
     _check_litellm_version()
     clients = _shared_clients()  # made before taking the lock
@@ -724,16 +724,19 @@ def transports() -> list:
 
 def status() -> dict:
     """What is installed and whether traffic flows through it: the hook points, the LiteLLM
-    version, the pool with its settings, and request counters."""
+    version, the pool with its settings, and request counters; the openai SDK opt-in; and the
+    LiteLLM routes that run in its native core under the current settings (not through us)."""
     counters: dict = {}
     for transport, _pool in transports():
         for key, value in transport.stats().items():
             counters[key] = counters.get(key, 0) + value
     from fast_litellm import _metrics
+    from fast_litellm._native_routes import native_routes
+    from fast_litellm._openai_sdk import openai_sdk_status
 
     return {
         "installed": _state.installed,
-        "disabled_by_environment": bool(_env_flag("FAST_LITELLM_DISABLE")),
+        "disabled_by_environment": bool(env_flag("FAST_LITELLM_DISABLE")),
         "waiting_for_litellm_import": _state.finder is not None,
         "litellm_version": _litellm_version(),
         "tested_litellm_versions": TESTED_LITELLM,
@@ -744,6 +747,8 @@ def status() -> dict:
         "handed_to_litellm": {"transports": dict(_state.fallback_transports),
                               "requests": dict(_state.fallback_requests)},
         "pools": _state.pool_names(),
+        "openai_sdk": openai_sdk_status(),
+        "not_through_fast_litellm": native_routes(),
         "prewarmed": dict(_state.prewarmed),
         "metrics": _metrics.state(),
         "pool": _core.get_connection_pool_stats(),
