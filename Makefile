@@ -21,11 +21,22 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-# What the pytest suite needs besides the package (its own dependencies come with it).
-TEST_DEPS := "httpx>=0.27,<0.29" pytest pytest-timeout pytest-asyncio pytest-benchmark trustme hypothesis trio \
+# The httpx the suite runs on (what `pip install litellm` brings today), and the older release the
+# transport and LiteLLM suites run on too (`make test-httpx-older`); pyproject.toml's range.
+HTTPX_VERSION := 0.29.0
+HTTPX_OLDER := 0.28.1
+# The suites that say how the transports behave, and those that say what LiteLLM gets: run again
+# on the older httpx, and (transports) with `import httpx` resolving to httpx2.
+TRANSPORT_SUITES := test_transport.py test_faithful.py test_trace.py test_http2.py test_proxy.py test_proxy_pool.py \
+	test_libraries.py
+LITELLM_SUITES := test_litellm.py test_litellm_hooks.py test_litellm_http2.py test_litellm_coverage.py test_openai_sdk.py
+
+# What the pytest suite needs besides the package (its own dependencies come with it). httpx2
+# comes with LiteLLM's openai (3.x), on CPython 3.11+.
+TEST_DEPS := "httpx==$(HTTPX_VERSION)" pytest pytest-timeout pytest-asyncio pytest-benchmark trustme hypothesis trio \
 	h2 "litellm==$(LITELLM_VERSION)" $(LITELLM_PROXY_DEPS)
 
-$(VENV)/.deps: pyproject.toml
+$(VENV)/.deps: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "maturin>=1.7,<2" $(TEST_DEPS)
@@ -40,9 +51,29 @@ build: $(VENV)/.deps ## build the extension into the virtualenv (release mode)
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/maturin develop --release -q
 
 .PHONY: test
-test: build ## cargo test on the Rust core, then pytest on the Python package
+test: build ## cargo test; pytest on httpx $(HTTPX_VERSION); the behaviour suites on httpx2 and httpx $(HTTPX_OLDER)
 	cargo test --quiet
 	$(PY) -m pytest -q tests/python
+	$(MAKE) --no-print-directory test-httpx2 test-httpx-older
+
+.PHONY: test-httpx2
+test-httpx2: build ## the transport suites with `import httpx` resolving to httpx2 (httpx2.alias_httpx())
+	@if $(PY) -c "import httpx2" 2>/dev/null; then \
+		cd tests/python && FAST_LITELLM_TEST_LIBRARY=httpx2 ../../$(PY) -m pytest -q $(TRANSPORT_SUITES); \
+	else echo "test-httpx2: SKIPPED: no httpx2 for this Python (it needs CPython 3.11+)"; fi
+
+# A virtualenv with the older httpx and the extension built by `make build` (imported from python/).
+.venv-httpx$(HTTPX_OLDER)/.deps: pyproject.toml Makefile
+	$(PYTHON) -m venv .venv-httpx$(HTTPX_OLDER)
+	.venv-httpx$(HTTPX_OLDER)/bin/python -m pip install -q --upgrade pip
+	.venv-httpx$(HTTPX_OLDER)/bin/python -m pip install -q $(subst httpx==$(HTTPX_VERSION),httpx==$(HTTPX_OLDER),$(TEST_DEPS))
+	touch $@
+
+.PHONY: test-httpx-older
+test-httpx-older: build .venv-httpx$(HTTPX_OLDER)/.deps ## the transport and LiteLLM suites on httpx $(HTTPX_OLDER)
+	.venv-httpx$(HTTPX_OLDER)/bin/python -c "import httpx; assert httpx.__version__ == '$(HTTPX_OLDER)', httpx.__version__"
+	cd tests/python && PYTHONPATH=$(CURDIR)/python ../../.venv-httpx$(HTTPX_OLDER)/bin/python -m pytest -q \
+		$(TRANSPORT_SUITES) $(LITELLM_SUITES)
 
 .PHONY: wheel
 wheel: $(VENV)/.deps ## build the abi3 wheel (CPython 3.10+) and the sdist into dist/
@@ -116,4 +147,4 @@ stubcheck: build ## the stub _core.pyi matches the runtime (mypy.stubtest)
 
 .PHONY: clean
 clean: ## remove build output and the virtualenv
-	rm -rf target dist $(VENV) $(MATRIX:%=.venv-%) python/fast_litellm/_core*.so
+	rm -rf target dist $(VENV) $(MATRIX:%=.venv-%) .venv-httpx$(HTTPX_OLDER) python/fast_litellm/_core*.so

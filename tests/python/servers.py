@@ -7,7 +7,7 @@ import time
 
 from local_server import LLMServer, Server
 
-__all__ = ["Blackhole", "ForwardProxy", "FullBacklog", "LLMServer", "Server", "refused_port"]
+__all__ = ["APIServer", "Blackhole", "ForwardProxy", "FullBacklog", "LLMServer", "Server", "refused_port"]
 
 
 class Blackhole:
@@ -171,6 +171,50 @@ class ForwardProxy(Server):
         back.join()
         upstream.close()
         return False  # the connection was the tunnel: done
+
+
+class APIServer(LLMServer):
+    """LLMServer plus the rest of the OpenAI API that LiteLLM's entry points call, each answered
+    with the smallest body the SDK parses: embeddings, moderations, files, batches, assistants,
+    fine-tuning jobs, image generation, speech, responses; and Azure's deployment paths for chat
+    completions. Every connection and request is counted, as in Server."""
+
+    _LISTS = ("/v1/files", "/v1/batches", "/v1/assistants", "/v1/fine_tuning/jobs")
+
+    def _respond(self, conn, method, target, headers, body):
+        from urllib.parse import urlsplit
+
+        path = urlsplit(target).path
+        if path.startswith("/openai/deployments/") and path.endswith("/chat/completions"):
+            return super()._respond(conn, method, "/v1/chat/completions", headers, body)
+        if method == "GET" and path in self._LISTS:
+            self._send_json(conn, {"object": "list", "data": [], "first_id": None, "last_id": None,
+                                   "has_more": False})
+        elif path == "/v1/embeddings":
+            self._send_json(conn, {"object": "list", "model": "test-embedding",
+                                   "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+                                   "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+        elif path == "/v1/moderations":
+            self._send_json(conn, {"id": "modr-1", "model": "omni-moderation-latest",
+                                   "results": [{"flagged": False, "categories": {}, "category_scores": {}}]})
+        elif path == "/v1/images/generations":
+            self._send_json(conn, {"created": 1, "data": [{"url": "http://127.0.0.1/image.png"}]})
+        elif path == "/v1/audio/speech":
+            audio = b"ID3" + bytes(61)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\n"
+                         + f"Content-Length: {len(audio)}\r\n\r\n".encode() + audio)
+        elif path == "/v1/responses":
+            self._send_json(conn, {
+                "id": "resp_1", "object": "response", "created_at": 1, "status": "completed", "model": "gpt-test",
+                "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                            "content": [{"type": "output_text", "text": "echo", "annotations": []}]}],
+                "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+                "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2,
+                          "input_tokens_details": {"cached_tokens": 0},
+                          "output_tokens_details": {"reasoning_tokens": 0}}})
+        else:
+            return super()._respond(conn, method, target, headers, body)
+        return True
 
 
 def wait_for(condition, timeout=5.0):
