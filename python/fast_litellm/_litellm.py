@@ -537,7 +537,8 @@ def _patch_openai_client_classes(module: Any) -> None:
                         "keep their own transport")
             _state.hooks[name] = "missing in this LiteLLM"
             continue
-        _state.client_defaults.append(DefaultTransport(cls, lambda transport=transport: transport))
+        if not any(default.cls is cls for default in _state.client_defaults):  # once, whoever calls again
+            _state.client_defaults.append(DefaultTransport(cls, lambda transport=transport: transport))
         _state.hooks[name] = "fast_litellm"
 
 

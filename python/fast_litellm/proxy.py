@@ -38,7 +38,7 @@ class FastLiteLLMCallback(CustomLogger):
 
     def __repr__(self) -> str:
         state = "installed" if _litellm._state.installed else "not installed"
-        if _litellm._env_flag("FAST_LITELLM_DISABLE"):
+        if _litellm.env_flag("FAST_LITELLM_DISABLE"):
             state += " (FAST_LITELLM_DISABLE)"
         return f"<fast_litellm {fast_litellm.__version__} {state}, pid {os.getpid()}>"
 

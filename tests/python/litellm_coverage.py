@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
@@ -77,6 +78,19 @@ def consume(result, stream):
     if stream:
         for _ in result:
             pass
+        settle()
+
+
+def settle():
+    """Waits (at most 1 s) until no connection of the default pool is in use. The openai SDK
+    closes a sync stream at `data: [DONE]`, before the body's last chunk: the connection goes
+    back to the pool once fast_litellm's background drain has read it, a few ms later. A call
+    made in that window would open a second connection, which says nothing about whether calls
+    go through the pool; real calls are further apart than a loopback drain."""
+    if fast_litellm.status()["installed"]:
+        deadline = time.monotonic() + 1.0
+        while fast_litellm.get_connection_pool_stats()["active_connections"] and time.monotonic() < deadline:
+            time.sleep(0.002)
 
 
 async def aconsume(result, stream):

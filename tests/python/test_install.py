@@ -152,3 +152,36 @@ def test_installed_wheel_without_litellm_reports_it(fresh_venv):
     report = json.loads(result.stdout)
     assert report["litellm_import_error"].startswith("ModuleNotFoundError")
     assert report["waiting_for_litellm_import"] is True
+
+
+def test_installing_the_wheel_beside_litellm_keeps_its_httpx(wheel, tmp_path):
+    """`pip install litellm` brings the newest httpx it allows (0.29.0 today): installing the wheel
+    after it must keep that httpx, neither downgrade it nor fail to resolve, and leave a consistent
+    environment (`pip check`). Needs the package index (the pip cache of `make test` serves it)."""
+    from importlib import metadata
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--timeout", "30"]
+    litellm = f"litellm=={metadata.version('litellm')}"  # the release the suite tests (Makefile)
+    result = subprocess.run(pip + [litellm], capture_output=True, text=True, env=env, timeout=900)
+    if result.returncode != 0:
+        if NETWORK_ERRORS.search(result.stderr) or os.environ.get("PIP_NO_INDEX"):
+            pytest.skip("no package index to install LiteLLM from")
+        pytest.fail(result.stderr[-4000:])
+
+    def httpx_version():
+        return subprocess.run([python, "-c", "import httpx; print(httpx.__version__)"], capture_output=True,
+                              text=True, check=True, env=env).stdout.strip()
+
+    before = httpx_version()
+    result = subprocess.run(pip + [str(wheel)], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert httpx_version() == before, f"installing the wheel changed LiteLLM's httpx {before}"
+    check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True, env=env)
+    assert check.returncode == 0, check.stdout + check.stderr
+    imported = subprocess.run([python, "-c", "import fast_litellm, litellm; print(fast_litellm.status()['installed'])"],
+                              capture_output=True, text=True, env=dict(env, LITELLM_LOCAL_MODEL_COST_MAP="True"))
+    assert imported.stdout.strip() == "True", imported.stderr[-4000:]
