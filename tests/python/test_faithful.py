@@ -654,6 +654,19 @@ def test_write_timeout_fires_when_the_read_timeout_is_none(kind):
     assert elapsed < 5
 
 
+@pytest.mark.timeout(30)
+def test_a_microsecond_write_timeout_fails_a_large_upload_to_a_reading_peer(kind):
+    # A peer that reads, slower than the client writes, makes a 100 MB upload wait for room in
+    # the socket: a write timeout of 1 us fails it (stock: yes). Against a peer that reads as
+    # fast as loopback allows, stock raises nothing (its socket timeout waits in poll(), whole
+    # milliseconds: 1 us is 1 ms), nor do we: docs/transports.md.
+    with RawServer(answer_every_request(head("200 OK", "Content-Length: 2") + b"ok")) as server:
+        with Client(kind, timeout=httpx.Timeout(None, write=1e-6)) as c:
+            result = outcome(lambda: c.request("PUT", server.url, content=b"x" * 100_000_000))
+    assert isinstance(result, httpx.WriteTimeout), result
+    assert server.count("PUT") == 0  # the body never arrived whole
+
+
 # --- 6. every error is an httpx error, with its request --------------------------------------------
 
 
