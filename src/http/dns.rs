@@ -126,7 +126,7 @@ pub async fn connect(answers: &[SocketAddr], local: Option<IpAddr>) -> Result<Tc
             _ = wait_for_next => {}
         }
         if attempts.is_empty() && next >= order.len() {
-            let message = last_error.map_or_else(|| "no address could be tried".to_string(), |e| e.to_string());
+            let message = last_error.map_or_else(|| "no address could be tried".to_string(), |e| super::python_os_message(&e));
             return Err(HttpError::Connect(message));
         }
     }

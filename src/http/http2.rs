@@ -11,7 +11,7 @@
 //! streams a connection takes (`current_max_send_streams`), which hyper does not tell.
 
 use super::conn::{Activity, HttpConn, Sender};
-use super::{peer_closed, Failure, HttpError, Phase, RequestParts, Sent};
+use super::{peer_closed, Failure, HttpError, Phase, Received, RequestParts, Sent};
 use crate::pool::{HistogramSnapshot, Lease};
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -572,8 +572,8 @@ pub(super) fn classify(e: &h2::Error, phase: Phase) -> HttpError {
     if let Some(io) = e.get_io() {
         use std::io::ErrorKind::*;
         return match io.kind() {
-            UnexpectedEof | BrokenPipe | ConnectionReset | ConnectionAborted => HttpError::RemoteProtocol(peer_closed(phase, &e.to_string())),
-            _ => HttpError::Read(e.to_string()),
+            UnexpectedEof | BrokenPipe | ConnectionReset | ConnectionAborted => HttpError::RemoteProtocol(peer_closed(phase)),
+            _ => HttpError::Read(super::python_os_message(io)),
         };
     }
     if e.is_reset() || e.is_go_away() {
@@ -589,13 +589,14 @@ pub(super) fn classify(e: &h2::Error, phase: Phase) -> HttpError {
 
 /// Reads the next data of an HTTP/2 response body, giving its room back to the server's
 /// window at once (the reader holds it from here).
-pub(super) fn poll_data(body: &mut RecvStream, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, HttpError>>> {
+pub(super) fn poll_data(body: &mut RecvStream, cx: &mut Context<'_>, received: &mut Received) -> Poll<Option<Result<Bytes, HttpError>>> {
     match body.poll_data(cx) {
         Poll::Ready(Some(Ok(data))) => {
             let _ = body.flow_control().release_capacity(data.len());
+            received.bytes += data.len() as u64;
             Poll::Ready(Some(Ok(data)))
         }
-        Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(classify(&e, Phase::Body)))),
+        Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(classify(&e, Phase::Body(*received))))),
         Poll::Ready(None) => Poll::Ready(None),
         Poll::Pending => Poll::Pending,
     }

@@ -51,17 +51,17 @@ pub enum HttpError {
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // httpx's words where it has some (its sync transport's: the async one says nothing
+            // for timeouts); httpx's pool timeout has no message, ours names what it waited for.
             HttpError::PoolTimeout => f.write_str("timed out waiting for a free connection in the pool"),
-            HttpError::ConnectTimeout => f.write_str("timed out connecting"),
-            HttpError::Connect(m) => write!(f, "connection failed: {m}"),
-            HttpError::ReadTimeout => f.write_str("timed out reading the response"),
-            HttpError::WriteTimeout => f.write_str("timed out sending the request"),
-            HttpError::Read(m) => write!(f, "reading the response failed: {m}"),
-            HttpError::Write(m) => write!(f, "sending the request failed: {m}"),
-            HttpError::RemoteProtocol(m) => write!(f, "the server broke the HTTP protocol: {m}"),
-            HttpError::LocalProtocol(m) => write!(f, "invalid request: {m}"),
-            HttpError::Proxy(m) => f.write_str(m),
-            HttpError::Config(m) => f.write_str(m),
+            HttpError::ConnectTimeout | HttpError::ReadTimeout | HttpError::WriteTimeout => f.write_str("timed out"),
+            HttpError::Connect(m)
+            | HttpError::Read(m)
+            | HttpError::Write(m)
+            | HttpError::RemoteProtocol(m)
+            | HttpError::LocalProtocol(m)
+            | HttpError::Proxy(m)
+            | HttpError::Config(m) => f.write_str(m),
         }
     }
 }
@@ -398,6 +398,7 @@ impl Client {
                         after_body: framing.after_body,
                         drain: self.drain,
                         stats: self.stats.clone(),
+                        received: Received { bytes: 0, expected: framing.content_length },
                     },
                     headers,
                 })
@@ -435,6 +436,7 @@ impl Client {
                 after_body: head::AfterBody::Reuse(None),
                 drain: self.drain,
                 stats: self.stats.clone(),
+                received: Received { bytes: 0, expected: content_length },
             },
         })
     }
@@ -689,16 +691,25 @@ async fn exchange(
 }
 
 #[derive(Clone, Copy)]
-enum Phase {
+pub(crate) enum Phase {
     Head,
-    Body,
+    Body(Received),
+}
+
+/// How much of a body has arrived, against the length its head announced (None: chunked or
+/// close-delimited): httpx's words for a body cut short say it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Received {
+    bytes: u64,
+    expected: Option<u64>,
 }
 
 /// Maps hyper's errors to httpx's classes.
 fn classify(e: &hyper::Error, phase: Phase, activity: &Activity) -> HttpError {
-    let message = match std::error::Error::source(e) {
-        Some(source) => format!("{e}: {source}"),
-        None => e.to_string(),
+    let message = match (os_error(e), std::error::Error::source(e)) {
+        (Some(os), _) => os,
+        (None, Some(source)) => format!("{e}: {source}"),
+        (None, None) => e.to_string(),
     };
     let io_kind = io_error_kind(e);
     let peer_closed_early = e.is_incomplete_message()
@@ -711,7 +722,7 @@ fn classify(e: &hyper::Error, phase: Phase, activity: &Activity) -> HttpError {
         // body decoder reports the latter as InvalidInput or InvalidData I/O errors.
         HttpError::RemoteProtocol(message)
     } else if peer_closed_early {
-        HttpError::RemoteProtocol(peer_closed(phase, &message))
+        HttpError::RemoteProtocol(peer_closed(phase))
     } else if e.is_body_write_aborted() || e.is_user() || (matches!(phase, Phase::Head) && activity.write_failed()) {
         HttpError::Write(message)
     } else {
@@ -720,10 +731,40 @@ fn classify(e: &hyper::Error, phase: Phase, activity: &Activity) -> HttpError {
 }
 
 /// httpx's words for a server that closed the connection before its response was complete.
-fn peer_closed(phase: Phase, message: &str) -> String {
+fn peer_closed(phase: Phase) -> String {
     match phase {
-        Phase::Head => format!("server disconnected without sending a complete response ({message})"),
-        Phase::Body => format!("peer closed connection without sending complete message body ({message})"),
+        Phase::Head => "Server disconnected without sending a response.".into(),
+        Phase::Body(Received { bytes, expected: Some(expected) }) => {
+            format!("peer closed connection without sending complete message body (received {bytes} bytes, expected {expected})")
+        }
+        Phase::Body(Received { expected: None, .. }) => {
+            "peer closed connection without sending complete message body (incomplete chunked read)".into()
+        }
+    }
+}
+
+/// An operating system error behind a hyper error, as Python words it (`[Errno 104] Connection
+/// reset by peer`, what httpx's sync transport reports); None when the error is not one.
+fn os_error(e: &hyper::Error) -> Option<String> {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error().map(|_| python_os_message(io));
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// `[Errno N] strerror`, as Python's OSError reads; other errors as they display.
+pub(crate) fn python_os_message(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => {
+            let text = e.to_string();
+            let strerror = text.strip_suffix(&format!(" (os error {code})")).unwrap_or(&text);
+            format!("[Errno {code}] {strerror}")
+        }
+        None => e.to_string(),
     }
 }
 
@@ -788,6 +829,7 @@ pub struct Body {
     after_body: head::AfterBody,
     drain: DrainPolicy,
     stats: Arc<ClientStats>,
+    received: Received,
 }
 
 /// A response body as the connection delivers it.
@@ -798,7 +840,7 @@ enum Incoming {
 
 impl Incoming {
     /// The next non-empty data chunk; `None` at the end of the body (trailers are skipped).
-    fn poll_chunk(&mut self, cx: &mut std::task::Context<'_>, activity: &Activity) -> std::task::Poll<Option<Result<Bytes, HttpError>>> {
+    fn poll_chunk(&mut self, cx: &mut std::task::Context<'_>, activity: &Activity, received: &mut Received) -> std::task::Poll<Option<Result<Bytes, HttpError>>> {
         use std::task::Poll;
         match self {
             Incoming::Http1(incoming) => loop {
@@ -808,15 +850,16 @@ impl Incoming {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Ok(data) = frame.into_data() {
                             if !data.is_empty() {
+                                received.bytes += data.len() as u64;
                                 return Poll::Ready(Some(Ok(data)));
                             }
                         }
                     }
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(classify(&e, Phase::Body, activity)))),
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(classify(&e, Phase::Body(*received), activity)))),
                 }
             },
             Incoming::Http2(body) => loop {
-                match http2::poll_data(body, cx) {
+                match http2::poll_data(body, cx, received) {
                     Poll::Ready(Some(Ok(data))) if data.is_empty() => continue,
                     Poll::Ready(Some(Ok(data))) => {
                         activity.touch();
@@ -838,10 +881,10 @@ impl Body {
         let Some(incoming) = self.incoming.as_mut() else { return Ok(None) };
         let timeouts = Timeouts { read: self.read_timeout, ..Timeouts::default() };
         self.activity.touch();
-        let (activity, in_flight) = (&self.activity, &mut self.in_flight);
+        let (activity, in_flight, received) = (&self.activity, &mut self.in_flight, &mut self.received);
         let chunk = std::future::poll_fn(|cx| {
             in_flight.drive(cx);
-            incoming.poll_chunk(cx, activity)
+            incoming.poll_chunk(cx, activity, received)
         });
         match watch(&self.activity, &timeouts, chunk).await {
             Ok(Some(Ok(data))) => Ok(Some(data)),
@@ -877,10 +920,10 @@ impl Body {
                 };
             }
             let Some(incoming) = self.incoming.as_mut() else { return Ok((chunks, true)) };
-            let (activity, in_flight) = (&self.activity, &mut self.in_flight);
+            let (activity, in_flight, received) = (&self.activity, &mut self.in_flight, &mut self.received);
             match inline::poll_now(|cx| {
                 in_flight.drive(cx);
-                incoming.poll_chunk(cx, activity)
+                incoming.poll_chunk(cx, activity, received)
             }) {
                 std::task::Poll::Pending => return Ok((chunks, false)),
                 std::task::Poll::Ready(None) => {

@@ -87,9 +87,12 @@ pub fn invalid_request(message: impl Into<String>) -> PyErr {
     LocalProtocolError::new_err(message.into())
 }
 
-/// A URL whose scheme is neither http nor https.
+/// A URL whose scheme is neither http nor https, in httpx's words.
 pub fn unsupported_protocol(scheme: &str) -> PyErr {
-    UnsupportedProtocol::new_err(format!("request URL has an unsupported protocol '{scheme}://'"))
+    UnsupportedProtocol::new_err(match scheme {
+        "" => "Request URL is missing an 'http://' or 'https://' protocol.".to_owned(),
+        _ => format!("Request URL has an unsupported protocol '{scheme}://'."),
+    })
 }
 
 /// What no connection can be opened to (a bad port or host), as httpx reports it.

@@ -234,7 +234,7 @@ def test_pool_timeout(server):
 def test_connect_refused():
     pool = new_pool()
     with client(pool) as c:
-        with pytest.raises(httpx.ConnectError, match="connection failed"):
+        with pytest.raises(httpx.ConnectError, match="Connection refused"):
             c.get(f"http://127.0.0.1:{refused_port()}/")
     s = pool.get_stats()
     assert s["total_connections"] == 0 and s["connections_closed"]["connect_failed"] == 1
