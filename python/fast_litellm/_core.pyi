@@ -139,6 +139,15 @@ class PyResponse:
     def new_connection(self) -> bool:
         """Whether the request opened a new connection."""
     @property
+    def opened_connection(
+        self,
+    ) -> tuple[tuple[str, int], tuple[str, int], tuple[str, str, str | None] | None] | None:
+        """The connection the request opened: ((server ip, port), (client ip, port), TLS as
+        (version, cipher, ALPN protocol) or None); None when it reused one."""
+    @property
+    def stream_id(self) -> int | None:
+        """The HTTP/2 stream the response came on."""
+    @property
     def http_version(self) -> bytes:
         """`b"HTTP/2"`, `b"HTTP/1.1"` or `b"HTTP/1.0"`."""
     @property

@@ -71,6 +71,8 @@ impl Driver {
 /// A pooled connection. Dropping it closes the socket at once.
 pub struct HttpConn {
     pub sender: Sender,
+    /// Its addresses and TLS session, as httpx's `trace` extension reports a new connection.
+    pub info: Arc<ConnectionInfo>,
     pub activity: Arc<Activity>,
     pub(super) driver: Driver,
     /// The same socket as the one the driver owns (a second descriptor of it), so that a drop
@@ -156,6 +158,40 @@ impl Drop for HttpConn {
         if let Driver::Task(task) = &self.driver {
             task.abort();
         }
+    }
+}
+
+/// What a new connection reports to httpx's `trace` extension (`connect_tcp`'s and `start_tls`'s
+/// network streams): the socket's two ends (the proxy's, when one is on the way) and the TLS
+/// session with the origin.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub peer: std::net::SocketAddr,
+    pub local: std::net::SocketAddr,
+    pub tls: Option<TlsInfo>,
+}
+
+/// A TLS session, in the words of Python's `ssl.SSLObject`: `version()` ("TLSv1.3"),
+/// `cipher()`'s name (IANA's), `selected_alpn_protocol()`.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    pub version: &'static str,
+    pub cipher: String,
+    pub alpn: Option<String>,
+}
+
+impl TlsInfo {
+    fn of(session: &rustls::ClientConnection) -> TlsInfo {
+        let version = match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "unknown",
+        };
+        // rustls names TLS 1.3 suites TLS13_*, IANA (and OpenSSL) TLS_*.
+        let cipher = session.negotiated_cipher_suite().and_then(|s| s.suite().as_str()).unwrap_or("unknown");
+        let cipher = cipher.strip_prefix("TLS13_").map_or_else(|| cipher.to_owned(), |rest| format!("TLS_{rest}"));
+        let alpn = session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+        TlsInfo { version, cipher, alpn }
     }
 }
 
@@ -395,6 +431,7 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> R
     };
     let answers = super::dns::resolve(dial_host, dial_port).await?;
     let tcp = super::dns::connect(&answers, dialer.local_address).await?;
+    let addresses = (tcp.peer_addr(), tcp.local_addr());
     tcp.set_nodelay(true).map_err(|e| HttpError::Connect(e.to_string()))?;
     let socket = std::net::TcpStream::from(
         std::os::fd::AsFd::as_fd(&tcp).try_clone_to_owned().map_err(|e| HttpError::Connect(e.to_string()))?,
@@ -403,6 +440,7 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> R
     if let Some(proxy) = proxy.as_ref().filter(|p| p.scheme == Scheme::Https) {
         stream = Stream::Tls(tls_handshake(stream, &proxy.host, &dialer.proxy_tls).await?);
     }
+    let mut tls_info = None;
     let (stream, http2, addressing) = match (endpoint.scheme(), &proxy) {
         (Scheme::Http, None) => (stream, dialer.prior_knowledge, Addressing::Origin),
         // Requests in absolute form to the proxy, over HTTP/1.1 (what forward proxies speak).
@@ -419,6 +457,7 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> R
             };
             kind.fetch_add(1, Relaxed);
             let http2 = session.alpn_protocol() == Some(b"h2");
+            tls_info = Some(TlsInfo::of(session));
             (Stream::Tls(tls), http2, Addressing::Origin)
         }
     };
@@ -438,8 +477,13 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> R
             .map_err(|e| HttpError::Connect(format!("HTTP handshake failed: {e}")))?;
         (Sender::Http1(sender), Driver::Http1(Some(Box::pin(connection))), http::Version::HTTP_11)
     };
+    let info = match addresses {
+        (Ok(peer), Ok(local)) => ConnectionInfo { peer, local, tls: tls_info },
+        (Err(e), _) | (_, Err(e)) => return Err(HttpError::Connect(super::python_os_message(&e))),
+    };
     Ok(HttpConn {
         sender,
+        info: Arc::new(info),
         activity,
         driver,
         socket,

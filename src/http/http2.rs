@@ -10,7 +10,7 @@
 //! The h2 crate is used directly rather than through hyper because a pool must know how many
 //! streams a connection takes (`current_max_send_streams`), which hyper does not tell.
 
-use super::conn::{Activity, HttpConn, Sender};
+use super::conn::{Activity, ConnectionInfo, HttpConn, Sender};
 use super::{peer_closed, Failure, HttpError, Phase, Received, RequestParts, Sent};
 use crate::pool::{HistogramSnapshot, Lease};
 use bytes::Bytes;
@@ -305,7 +305,7 @@ impl Streams {
         if let Some(carrier) = lent.conns.iter_mut().find(|c| c.conn.room(c.in_use)) {
             carrier.in_use += 1;
             let (key, conn) = (carrier.key, carrier.conn.clone());
-            return Next::Stream(Stream { streams: self.clone(), key, conn, new_connection: false });
+            return Next::Stream(Stream { streams: self.clone(), key, conn, opened: None });
         }
         let unsettled = lent.conns.iter().filter(|c| !c.conn.state.settled.load(Relaxed) && c.conn.is_open()).count();
         let expected = (lent.opening + unsettled) * (EXPECTED_STREAMS - 1);
@@ -319,8 +319,8 @@ impl Streams {
     /// Takes a leased HTTP/2 connection out of the pool to carry streams; the first is the
     /// caller's. Any other lease (HTTP/1.1, or not connected yet) comes back as it is.
     pub(super) fn carry(self: &Arc<Self>, lease: Lease<HttpConn>, new_connection: bool) -> Carried {
-        let conn = match lease.conn().map(|c| &c.sender) {
-            Some(Sender::Http2(conn)) => conn.clone(),
+        let (conn, info) = match lease.conn() {
+            Some(HttpConn { sender: Sender::Http2(conn), info, .. }) => (conn.clone(), info.clone()),
             _ => return Carried::Not(lease),
         };
         let key = {
@@ -332,7 +332,7 @@ impl Streams {
             key
         };
         self.changed.notify_waiters();
-        Carried::Stream(Stream { streams: self.clone(), key, conn, new_connection })
+        Carried::Stream(Stream { streams: self.clone(), key, conn, opened: new_connection.then_some(info) })
     }
 
     /// A connection is being opened by a client that offers HTTP/2: others may wait for it.
@@ -425,7 +425,8 @@ pub struct Stream {
     streams: Arc<Streams>,
     key: u64,
     conn: Http2Conn,
-    pub new_connection: bool,
+    /// The connection, when this stream's request opened it.
+    pub opened: Option<Arc<ConnectionInfo>>,
 }
 
 impl Stream {
@@ -451,6 +452,7 @@ pub(super) struct Head {
     pub parts: http::response::Parts,
     pub body: RecvStream,
     pub activity: Arc<Activity>,
+    pub stream_id: u32,
 }
 
 /// Sends a request on a stream and waits for the response head. The read timeout counts from
@@ -509,12 +511,13 @@ pub(super) async fn exchange(stream: &Stream, request: &RequestParts) -> Result<
     sent.map_err(failed)?;
     // Kept until the response head is here: dropping it would reset the stream.
     let _body = body;
+    let stream_id = u32::from(_body.stream_id());
     let timeouts = super::Timeouts { read: request.timeouts.read, ..super::Timeouts::default() };
     match super::watch(&activity, &timeouts, response).await {
         Ok(Ok(response)) => {
             let (parts, body) = response.into_parts();
             activity.touch();
-            Ok(Head { parts, body, activity })
+            Ok(Head { parts, body, activity, stream_id })
         }
         Ok(Err(e)) => Err(failed(e)),
         Err(timeout) => {

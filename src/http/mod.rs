@@ -12,7 +12,7 @@ mod runtime;
 mod socket;
 pub mod tls;
 
-pub use conn::HttpConn;
+pub use conn::{ConnectionInfo, HttpConn, TlsInfo};
 pub use http2::{EndpointHttpStats, KeepAlive, Streams};
 pub use runtime::{block_on, fork_generation, reset_after_fork, spawn};
 
@@ -141,8 +141,10 @@ pub struct Response {
     pub body_bytes_read: usize,
     /// The body's length, when a `Content-Length` frames it (not a Transfer-Encoding).
     pub content_length: Option<u64>,
-    /// Whether this request opened a new connection (for the `trace` extension).
-    pub new_connection: bool,
+    /// The connection, when this request opened it (for the `trace` extension).
+    pub opened: Option<Arc<ConnectionInfo>>,
+    /// The HTTP/2 stream the response came on (for the `trace` extension).
+    pub stream_id: Option<u32>,
     pub body: Body,
 }
 
@@ -204,7 +206,7 @@ impl Client {
             let (attempt, new_connection) = match self.connection(pool, &endpoint_ref, &request).await? {
                 Conn::Http1(in_flight, new_connection) => (self.send_http1(in_flight, new_connection, &request).await, new_connection),
                 Conn::Http2(stream) => {
-                    let new_connection = stream.new_connection;
+                    let new_connection = stream.opened.is_some();
                     (self.send_http2(stream, &request).await, new_connection)
                 }
             };
@@ -388,7 +390,8 @@ impl Client {
                     version: parts.version,
                     body_bytes_read,
                     content_length: framing.content_length,
-                    new_connection,
+                    opened: in_flight.conn().filter(|_| new_connection).map(|conn| conn.info.clone()),
+                    stream_id: None,
                     body: Body {
                         incoming: Some(Incoming::Http1(incoming)),
                         pending_error: None,
@@ -426,7 +429,8 @@ impl Client {
             headers: field_lines(&head.parts.headers),
             body_bytes_read: 0,
             content_length,
-            new_connection: stream.new_connection,
+            opened: stream.opened.clone(),
+            stream_id: Some(head.stream_id),
             body: Body {
                 incoming: Some(Incoming::Http2(head.body)),
                 pending_error: None,

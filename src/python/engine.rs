@@ -406,9 +406,11 @@ pub struct PyResponse {
     reason: Bytes,
     version: Version,
     headers: Vec<(Bytes, Bytes)>,
-    /// Whether the request opened a new connection (the `trace` extension reports it).
+    /// The connection, when the request opened it (the `trace` extension reports it).
+    opened: Option<Arc<crate::http::ConnectionInfo>>,
+    /// The HTTP/2 stream the response came on.
     #[pyo3(get)]
-    new_connection: bool,
+    stream_id: Option<u32>,
     /// The body chunks read with the head, until the first `ready_chunks` hands them over.
     prefetched: Mutex<Option<Vec<Bytes>>>,
     body: Arc<Mutex<BodySlot>>,
@@ -468,7 +470,8 @@ impl PyResponse {
             reason: response.reason,
             version: response.version,
             headers: response.headers,
-            new_connection: response.new_connection,
+            opened: response.opened,
+            stream_id: response.stream_id,
             prefetched: Mutex::new(Some(prefetched)),
             body: Arc::new(Mutex::new(BodySlot::Here(response.body))),
         }
@@ -519,6 +522,24 @@ impl PyResponse {
             _ => b"HTTP/1.1",
         };
         PyBytes::new(py, v)
+    }
+
+    /// Whether the request opened a new connection.
+    #[getter]
+    fn new_connection(&self) -> bool {
+        self.opened.is_some()
+    }
+
+    /// The connection the request opened, as the `trace` extension reports it: ((server ip,
+    /// port), (client ip, port), TLS as (version, cipher, ALPN protocol) or None); None when
+    /// the request reused a connection.
+    #[getter]
+    #[allow(clippy::type_complexity)]
+    fn opened_connection(&self) -> Option<((String, u16), (String, u16), Option<(&'static str, String, Option<String>)>)> {
+        let info = self.opened.as_ref()?;
+        let address = |a: &std::net::SocketAddr| (a.ip().to_string(), a.port());
+        let tls = info.tls.as_ref().map(|t| (t.version, t.cipher.clone(), t.alpn.clone()));
+        Some((address(&info.peer), address(&info.local), tls))
     }
 
     /// The reason phrase as the server sent it.

@@ -173,3 +173,52 @@ def test_sync_refuses_a_coroutine_function(server):
     with httpx.Client(transport=HTTPTransport(new_pool())) as c:
         with pytest.raises(TypeError, match="normal function"):
             c.get(f"{server.url}/json", extensions={"trace": trace})
+
+
+def connection_story(client, url):
+    """What a tool built on the trace extension reads of a new connection: the addresses of
+    `connect_tcp.complete`'s stream, and the TLS session of `start_tls.complete`'s."""
+    story = {}
+
+    def trace(name, info):
+        if name == "connection.connect_tcp.complete":
+            stream = info["return_value"]
+            story["server_addr"] = stream.get_extra_info("server_addr")
+            story["client_ip"] = stream.get_extra_info("client_addr")[0]
+        elif name == "connection.start_tls.complete":
+            ssl_object = info["return_value"].get_extra_info("ssl_object")
+            story["tls"] = (ssl_object.version(), ssl_object.selected_alpn_protocol())
+
+    client.get(url, extensions={"trace": trace})
+    return story
+
+
+def test_connection_events_carry_the_addresses_and_tls_session(ca, tls_server, tmp_path):
+    # httpx's command line (`httpx URL -v`) prints "* Connected to '127.0.0.1' on port N" from
+    # connect_tcp.complete's server_addr, and the TLS version and ALPN from start_tls.complete.
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(bundle))) as stock, \
+            httpx.Client(transport=HTTPTransport(new_pool(), verify=str(bundle))) as ours:
+        expected, got = connection_story(stock, f"{tls_server.url}/json"), connection_story(ours, f"{tls_server.url}/json")
+    assert expected == {"server_addr": ("127.0.0.1", tls_server.port), "client_ip": "127.0.0.1",
+                        "tls": ("TLSv1.3", None)}  # the test server selects no ALPN protocol
+    assert got == expected
+
+
+def test_http2_events_are_httpcores(tmp_path):
+    from h2server import H2Server
+
+    with H2Server(tls=True) as h2:
+        urls = [f"{h2.url}/json", f"{h2.url}/json"]
+        with httpx.Client(http2=True, verify=h2.client_context()) as stock, \
+                httpx.Client(transport=HTTPTransport(new_pool(), verify=h2.ca_path, http2=True)) as ours:
+            expected, got = sync_names(stock, urls), sync_names(ours, urls)
+            info = []
+            ours.get(urls[0], extensions={"trace": lambda name, i: info.append((name, i))})
+    assert "http2.send_connection_init.started" in expected[0] and expected[1][0] == "http2.send_request_headers.started"
+    assert got == expected
+    by_name = dict(info)
+    status, headers = by_name["http2.receive_response_headers.complete"]["return_value"]
+    assert status == 200 and (b"content-type", b"application/json") in headers
+    assert by_name["http2.send_request_headers.started"]["stream_id"] % 2 == 1  # a client stream
