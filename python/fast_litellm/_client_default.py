@@ -11,26 +11,26 @@ are still instances of everything they were. Taken out again by ``remove``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["DefaultTransport"]
 
 
 class DefaultTransport:
-    """``transport()`` (called per client made) for clients of ``cls`` made without a transport."""
+    """``transport`` for every client of ``cls`` made without one, until ``remove()``."""
 
-    def __init__(self, cls: type, transport: Callable[[], Any]) -> None:
+    def __init__(self, cls: type, transport: Any) -> None:
         self.cls = cls
         (self.base,) = cls.__bases__  # the classes this is used on have one base
-        make = transport
 
         def __init__(client: Any, *args: Any, **kwargs: Any) -> None:
             if kwargs.get("transport") is None:
-                kwargs["transport"] = make()
+                kwargs["transport"] = transport
             super(between, client).__init__(*args, **kwargs)
 
+        doc = f"{self.base.__name__}, with fast_litellm's transport when none is given ({__name__})."
         between = type(f"{cls.__name__}OnFastLiteLLM", (self.base,),
-                       {"__init__": __init__, "__module__": __name__, "__doc__": self.__doc__})
+                       {"__init__": __init__, "__module__": __name__, "__doc__": doc})
         cls.__bases__ = (between,)
 
     def remove(self) -> None:

@@ -538,7 +538,7 @@ def _patch_openai_client_classes(module: Any) -> None:
             _state.hooks[name] = "missing in this LiteLLM"
             continue
         if not any(default.cls is cls for default in _state.client_defaults):  # once, whoever calls again
-            _state.client_defaults.append(DefaultTransport(cls, lambda transport=transport: transport))
+            _state.client_defaults.append(DefaultTransport(cls, transport))
         _state.hooks[name] = "fast_litellm"
 
 

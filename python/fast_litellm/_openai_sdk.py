@@ -51,7 +51,7 @@ def _our_transport_classes() -> list:
 
 
 def _transport_for(cls: type, is_async: bool, classes: list) -> Any:
-    """The shared transport of the library ``cls`` is a client of, made once."""
+    """The shared transport of the library ``cls`` is a client of, made once; None for neither."""
     for pair in classes:
         chosen = pair[is_async]
         library = chosen.library.module
@@ -60,18 +60,21 @@ def _transport_for(cls: type, is_async: bool, classes: list) -> Any:
             if key not in _state.transports:
                 _state.transports[key] = chosen()
             return _state.transports[key]
-    raise TypeError(f"{cls.__qualname__} is a client of neither httpx nor httpx2")
+    return None
 
 
 def _patch(module: Any, classes: list) -> None:
-    """Called with the lock held."""
+    """Called with the lock held (also inside openai's import: it must never raise there)."""
     for name, is_async in _CLIENT_CLASSES:
         cls = getattr(module, name, None)
-        if not isinstance(cls, type) or len(cls.__bases__) != 1:
-            _state.problem = f"this openai release has no {name}: its default clients keep their own transport"
+        transport = None
+        if isinstance(cls, type) and len(cls.__bases__) == 1:
+            transport = _transport_for(cls, is_async, classes)
+        if transport is None:
+            _state.problem = (f"this openai release has no {name} built on httpx or httpx2: its default "
+                              "clients keep their own transport")
             continue
-        transport = _transport_for(cls, is_async, classes)
-        _state.defaults.append(DefaultTransport(cls, lambda transport=transport: transport))
+        _state.defaults.append(DefaultTransport(cls, transport))
 
 
 def _patch_as_it_loads(finder: AfterImport, fullname: str, module: Any) -> None:
