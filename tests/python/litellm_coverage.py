@@ -120,10 +120,18 @@ def measure(call, stream, mode):
 
 
 def main():
+    """Every row, or with `--only ENTRY --mode MODE --calls N` one entry point N times."""
+    global CALLS
+    args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+    CALLS = int(args.get("--calls", CALLS))
     results = []
     for entry, provider, streams, call in ROWS:
+        if args.get("--only", entry) != entry:
+            continue
         for stream in streams:
             for mode in ("sync", "async"):
+                if args.get("--mode", mode) != mode:
+                    continue
                 try:
                     outcome = measure(call, stream, mode)
                 except Exception as exc:  # reported as a row that failed, with its reason

@@ -21,11 +21,11 @@ DOC = HERE.parents[1] / "docs" / "litellm.md"
 START, END = "<!-- coverage table: tests/python/test_litellm_coverage.py -->", "<!-- end of coverage table -->"
 
 
-def drive(**env) -> dict:
+def drive(*args: str, **env) -> dict:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("FAST_LITELLM_", "LITELLM_RUST"))}
     environment.update(env)
-    result = subprocess.run([sys.executable, str(HERE / "litellm_coverage.py")], capture_output=True, text=True,
-                            timeout=300, env=environment, cwd=HERE)
+    result = subprocess.run([sys.executable, str(HERE / "litellm_coverage.py"), *args], capture_output=True,
+                            text=True, timeout=300, env=environment, cwd=HERE)
     assert result.returncode == 0, result.stderr[-5000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -86,6 +86,14 @@ def test_every_entry_point_goes_through_the_pool(library, plain):
         documented = DOC.read_text().split(START)[1].split(END)[0].strip()
         assert documented == produced, "docs/litellm.md's coverage table is not this run's:\n" + "\n".join(
             difflib.unified_diff(documented.splitlines(), produced.splitlines(), "docs", "this run", lineterm=""))
+
+
+def test_twenty_sync_moderation_calls_open_one_connection():
+    # The path that opened a connection per call (LiteLLM builds a new OpenAIHTTPClient each time).
+    (row,) = drive("--only", "moderation", "--mode", "sync", "--calls", "20")["rows"]
+    assert (row["requests"], row["ours"], row["connections"]) == (20, 20, 1), row
+    (alone,) = drive("--only", "moderation", "--mode", "sync", "--calls", "20", FAST_LITELLM_DISABLE="1")["rows"]
+    assert (alone["requests"], alone["ours"], alone["connections"]) == (20, 0, 20), alone
 
 
 def native_routes(**env) -> list:
