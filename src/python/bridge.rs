@@ -100,10 +100,20 @@ impl LoopBridge {
         let _ = rustix::io::read(&self.shared.wake, &mut counter);
         let batch = std::mem::take(&mut *self.shared.queue.lock());
         for completion in batch {
-            if let Err(err) = completion.deliver(py) {
+            let future = completion.future.clone_ref(py);
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| completion.deliver(py))) {
+                Ok(Ok(())) => {}
                 // Not the waiting task's error (that one is set on its future): report it as
                 // Python reports errors it cannot raise anywhere, and go on.
-                err.write_unraisable(py, None);
+                Ok(Err(err)) => err.write_unraisable(py, None),
+                // A panic while making one result must not drop the rest of the batch, nor
+                // leave this one's future waiting forever: it gets the error instead.
+                Err(_) => {
+                    let error = super::errors::task_panicked();
+                    if let Err(err) = future.bind(py).call_method1(pyo3::intern!(py, "set_exception"), (error.value(py),)) {
+                        err.write_unraisable(py, None);
+                    }
+                }
             }
         }
     }
