@@ -509,9 +509,9 @@ pub(super) async fn exchange(stream: &Stream, request: &RequestParts) -> Result<
         None => sending.await,
     };
     sent.map_err(failed)?;
+    let stream_id = u32::from(body.stream_id());
     // Kept until the response head is here: dropping it would reset the stream.
     let _body = body;
-    let stream_id = u32::from(_body.stream_id());
     let timeouts = super::Timeouts { read: request.timeouts.read, ..super::Timeouts::default() };
     match super::watch(&activity, &timeouts, response).await {
         Ok(Ok(response)) => {
