@@ -65,10 +65,22 @@ def _asyncio_bridge(loop: asyncio.AbstractEventLoop) -> Any:
         reader = _readers.get(id(loop))
         if reader is None:
             reader = _Reader(loop)
-            loop.add_reader(reader.bridge.fileno(), reader)
+            _watch(loop, reader.bridge.fileno(), reader)
             _readers[id(loop)] = reader
     _last_reader = weakref.ref(reader)
     return reader.bridge
+
+
+def _watch(loop: asyncio.AbstractEventLoop, fd: int, reader: _Reader) -> None:
+    """Has the loop watch the bridge's new eventfd. A descriptor that other code of this loop
+    closed while it was still watched leaves its number in the loop's selector map; if the
+    eventfd gets that number, ``add_reader`` would only update that entry (same events: no
+    ``epoll_ctl``) and the kernel would never watch the eventfd: every result of the loop would
+    arrive with nobody woken, its requests pending forever. Whatever entry the number has is
+    stale (the eventfd was just opened), so it goes first and ``add_reader`` registers anew."""
+    loop.remove_reader(fd)
+    loop.remove_writer(fd)
+    loop.add_reader(fd, reader)
 
 
 def forget_bridges() -> None:
