@@ -212,10 +212,6 @@ impl Activity {
         self.last_progress.store(now(), Relaxed);
     }
 
-    pub fn write_blocked(&self) -> bool {
-        self.write_blocked_since.load(Relaxed) != NOT_BLOCKED
-    }
-
     /// True once writing to the socket failed (so an I/O error is a write error).
     pub fn write_failed(&self) -> bool {
         self.write_failed.load(Relaxed)

@@ -461,9 +461,16 @@ pub(super) async fn exchange(stream: &Stream, request: &RequestParts) -> Result<
     let local = |message: String| Failure { error: HttpError::LocalProtocol(message), sent: Sent::Final };
     let http_request = build(request).map_err(local)?;
     let send = stream.conn.send.clone();
-    let mut send = match send.ready().await {
-        Ok(send) => send,
-        Err(e) => {
+    // h2 waits here when the server lowered its stream limit below the streams counted open: a
+    // wait for a stream, bounded as every wait for a connection is, by the pool timeout.
+    let ready = match request.timeouts.pool {
+        Some(limit) => tokio::time::timeout(limit, send.ready()).await,
+        None => Ok(send.ready().await),
+    };
+    let mut send = match ready {
+        Err(_) => return Err(Failure { error: HttpError::PoolTimeout, sent: Sent::Final }),
+        Ok(Ok(send)) => send,
+        Ok(Err(e)) => {
             // The connection ended or was told to go away: nothing of this request was sent.
             stream.close_connection();
             return Err(Failure { error: classify(&e, Phase::Head), sent: Sent::Nothing });

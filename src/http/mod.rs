@@ -804,8 +804,11 @@ async fn watch<F: Future>(activity: &Activity, timeouts: &Timeouts, work: F) -> 
             }
         }
         // A write may get stuck while we sleep: look again within one write timeout (and not
-        // in a busy loop when that timeout is zero).
-        let next_write_check = timeouts.write.filter(|_| !activity.write_blocked()).map(|w| now + conn::nanos(w).max(1_000_000));
+        // in a busy loop when that timeout is zero), unless the deadline already is the write
+        // timeout's. Decided from `deadline` alone: a second look at the write state could see
+        // a write blocked since, and leave a request with a write timeout waiting unbounded.
+        let write_deadline = matches!(deadline, Some((_, HttpError::WriteTimeout)));
+        let next_write_check = timeouts.write.filter(|_| !write_deadline).map(|w| now + conn::nanos(w).max(1_000_000));
         let wake = match (deadline, next_write_check) {
             (Some((d, _)), Some(w)) => d.min(w),
             (Some((d, _)), None) => d,
