@@ -15,6 +15,7 @@ TRANSPORTS = []  # (mode, case, transport, {rps, p50_ms, p99_ms, cpu_ms_per_requ
 PROXY = []  # (phase, proxy, {rps, p50_ms, p99_ms, outcomes, connections, ...})
 REAL_NETWORK = []  # (rtt ms, workload, client, {calls, p50_ms, p99_ms, connections, tls_full, tls_resumed})
 PROXIED = []  # (mode, concurrency, transport, {rps, p50_ms, p99_ms, cpu_ms_per_request, requests, tunnels})
+LONG_STREAMS = []  # (client, N streams, {cpu_us_per_event, rss_kb_per_stream, lateness..., connections, ...})
 SERVER = {"note": "nginx from Debian (worker_processes 1), answering every request with a ~250-byte JSON body"}
 
 
@@ -60,6 +61,11 @@ def record_proxied():
     return _appender(PROXIED)
 
 
+@pytest.fixture
+def record_long_streams():
+    return _appender(LONG_STREAMS)
+
+
 @pytest.fixture(scope="session")
 def server_note():
     return SERVER
@@ -69,7 +75,7 @@ def pytest_sessionfinish(session, exitstatus):
     if exitstatus != 0:
         return
     if RESULTS or TRANSPORTS:
-        path = report.write(RESULTS, TRANSPORTS, SERVER["note"], PROXY, REAL_NETWORK, PROXIED)
+        path = report.write(RESULTS, TRANSPORTS, SERVER["note"], PROXY, REAL_NETWORK, PROXIED, LONG_STREAMS)
         print(f"\nwrote {path.relative_to(report.ROOT)} and its charts")
         return
     # A benchmark with a section of its own, run alone: only that section of the report changes.
@@ -79,6 +85,9 @@ def pytest_sessionfinish(session, exitstatus):
     if PROXIED:
         path = report.replace_proxied_section(PROXIED)
         print(f"\nreplaced the proxied-requests section of {path.relative_to(report.ROOT)}")
+    if LONG_STREAMS:
+        path = report.replace_long_streams_section(LONG_STREAMS)
+        print(f"\nreplaced the long-streams section of {path.relative_to(report.ROOT)}")
     if PROXY:
         path = report.replace_proxy_section(PROXY)
         print(f"\nreplaced the LiteLLM Proxy section of {path.relative_to(report.ROOT)}")

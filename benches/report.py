@@ -484,8 +484,81 @@ def replace_proxied_section(rows: list) -> Path:
     return _replace_section(PROXIED_SECTION, proxied_lines(rows), ("## HTTP/2 over TLS",))
 
 
+LONG_STREAMS_SECTION = "## Thousands of long streams"
+LONG_STREAMS_LABELS = {
+    "fast_litellm-h1": "fast_litellm, HTTP/1.1",
+    "fast_litellm-h2": "fast_litellm, HTTP/2 (cleartext, 128 streams a connection)",
+    "aiohttp": "raw aiohttp `ClientSession` (no httpx)",
+    "litellm-aiohttp": "LiteLLM's aiohttp transport under httpx",
+    "httpx": "httpx's own transport",
+    "litellm-plain": "`litellm.acompletion(stream=True)`, plain",
+    "litellm-fast": "`litellm.acompletion(stream=True)`, with fast_litellm",
+}
+
+
+def _errors(errors: dict) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(errors.items())) or "0"
+
+
+def long_streams_lines(rows: list) -> list[str]:
+    """benches/test_long_streams.py: (client, N, figures) rows."""
+    if not rows:
+        return []
+    lines = [LONG_STREAMS_SECTION, "",
+             "N concurrent chat-completion event streams (`client.stream(\"POST\")`, read line by line), each 40 "
+             "events 100 ms apart, as an LLM gateway carries them. The server (benches/long_streams_server.rs, Rust, "
+             "one thread, in a process of its own) puts its CLOCK_MONOTONIC in each event; an event's lateness is the "
+             "client's clock when it reads the event minus that. Every client in a process of its own, one (client, "
+             "N) a process, alternating, 2 processes each; medians of the two. Pools uncapped (N connections may "
+             "really be open at once) except in the `litellm.acompletion` rows, which run with LiteLLM's and "
+             "fast_litellm's defaults. CPU: the whole client process (Python and Rust's threads) over the streams, "
+             "per event. RSS per open stream: (RSS with the most streams open - RSS before) / streams open. "
+             "Lateness: every event; steady: every event but a stream's first; first: a stream's first event "
+             "(opening its connection, queueing). Cores: client CPU / wall time; the machine has 2 and the server "
+             "shares them, so a row at 1.5 or more is bound by the cores, not the client's design. Connections: "
+             "accepted by the server during the streams. Descriptors and RSS: before the streams / with the most "
+             "open / after the client (and fast_litellm's pool) closed.", "",
+             "| N | client | CPU µs/event | RSS KB/open stream | lateness p50 / p99 ms | steady p99 ms | first p99 ms "
+             "| errors | connections | cores | fds before / peak / closed | RSS MB before / closed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for client, n, f in rows:
+        lines.append(
+            f"| {n} | {LONG_STREAMS_LABELS.get(client, client)} | {f['cpu_us_per_event']:.1f} | "
+            f"{f['rss_kb_per_stream']:.1f} | {f['lateness_p50_ms']:.1f} / {f['lateness_p99_ms']:.1f} | "
+            f"{f.get('steady_p99_ms', float('nan')):.1f} | {f.get('first_p99_ms', float('nan')):.1f} | "
+            f"{_errors(f['errors'])} | {f['connections']:.0f} | {f['cores_used']:.2f} | "
+            f"{f['start']['fds']} / {f['peak_fds']:.0f} / {f['closed']['fds']} | "
+            f"{f['start']['rss_kb'] / 1024:.0f} / {f['closed']['rss_kb'] / 1024:.0f} |")
+    lines += ["", "Targets, ratios of the rows above (same run):", "",
+              "| N | CPU/event: HTTP/1.1 / aiohttp | HTTP/2 / aiohttp | HTTP/1.1 / LiteLLM's aiohttp transport | "
+              "HTTP/2 / LiteLLM's aiohttp transport | HTTP/2 / HTTP/1.1 | RSS/stream: HTTP/1.1 / aiohttp | "
+              "HTTP/2 / aiohttp | steady p99: HTTP/2 / HTTP/1.1 |", "|---|---|---|---|---|---|---|---|---|"]
+    by = {(c, n): f for c, n, f in rows}
+
+    def ratio(a: str, b: str, n: int, key: str) -> str:
+        if (a, n) not in by or (b, n) not in by or not by[(b, n)].get(key):
+            return "–"
+        return f"{by[(a, n)][key] / by[(b, n)][key]:.2f}"
+
+    for n in sorted({n for c, n, _ in rows if c == "fast_litellm-h1"}):
+        lines.append(
+            f"| {n} | {ratio('fast_litellm-h1', 'aiohttp', n, 'cpu_us_per_event')} | "
+            f"{ratio('fast_litellm-h2', 'aiohttp', n, 'cpu_us_per_event')} | "
+            f"{ratio('fast_litellm-h1', 'litellm-aiohttp', n, 'cpu_us_per_event')} | "
+            f"{ratio('fast_litellm-h2', 'litellm-aiohttp', n, 'cpu_us_per_event')} | "
+            f"{ratio('fast_litellm-h2', 'fast_litellm-h1', n, 'cpu_us_per_event')} | "
+            f"{ratio('fast_litellm-h1', 'aiohttp', n, 'rss_kb_per_stream')} | "
+            f"{ratio('fast_litellm-h2', 'aiohttp', n, 'rss_kb_per_stream')} | "
+            f"{ratio('fast_litellm-h2', 'fast_litellm-h1', n, 'steady_p99_ms')} |")
+    return lines + [""]
+
+
+def replace_long_streams_section(rows: list) -> Path:
+    return _replace_section(LONG_STREAMS_SECTION, long_streams_lines(rows), ("## HTTP/2 over TLS",))
+
+
 def write(results: list, transports: list, server_note: str, proxy: list = (), real_network: list = (),
-          proxied: list = ()) -> Path:
+          proxied: list = (), long_streams: list = ()) -> Path:
     DOCS.mkdir(exist_ok=True)
     lines = ["# Benchmarks", "", f"Machine: {machine()}.", "",
              "Every figure below was measured in the same run (`make bench`); ratios compare rows of that "
@@ -498,6 +571,7 @@ def write(results: list, transports: list, server_note: str, proxy: list = (), r
     lines += transport_lines(transports, server_note)
     lines += http2_lines(transports)
     lines += proxied_lines(list(proxied))
+    lines += long_streams_lines(list(long_streams))
     lines += litellm_lines(transports)
     lines += real_network_lines(list(real_network))
     lines += proxy_lines(list(proxy))
