@@ -513,8 +513,9 @@ def long_streams_lines(rows: list) -> list[str]:
              "really be open at once) except in the `litellm.acompletion` rows, which run with LiteLLM's and "
              "fast_litellm's defaults. CPU: the whole client process (Python and Rust's threads) over the streams, "
              "per event. RSS per open stream: (RSS with the most streams open - RSS before) / streams open. "
-             "Lateness: every event; steady: every event but a stream's first; first: a stream's first event "
-             "(opening its connection, queueing). Cores: client CPU / wall time; the machine has 2 and the server "
+             "Lateness: every event; steady: the events sent once every stream had its first event (before that "
+             "the client is still sending requests); first: a stream's first event (opening its connection, "
+             "queueing). Cores: client CPU / wall time; the machine has 2 and the server "
              "shares them, so a row at 1.5 or more is bound by the cores, not the client's design. Connections: "
              "accepted by the server during the streams. Descriptors and RSS: before the streams / with the most "
              "open / after the client (and fast_litellm's pool) closed.", "",

@@ -11,7 +11,8 @@
 //! streams a connection takes (`current_max_send_streams`), which hyper does not tell.
 
 use super::conn::{Activity, ConnectionInfo, HttpConn, Sender};
-use super::{peer_closed, Failure, HttpError, Phase, Received, RequestParts, Sent};
+use super::error::{peer_closed, HttpError, Phase, Received};
+use super::{Failure, RequestParts, Sent};
 use crate::pool::{HistogramSnapshot, Lease};
 use bytes::Bytes;
 use h2::client::SendRequest;

@@ -1,10 +1,14 @@
-//! The HTTP engine: pooled HTTP/1.1 connections over tokio + hyper and HTTP/2 streams over h2
-//! (rustls for TLS), response bodies streamed chunk by chunk, drain-on-close, timeouts. Knows
-//! nothing of Python.
+//! The HTTP engine's client: a request's way through checkout (a pooled connection, or a stream
+//! of a shared HTTP/2 connection), exchange, retry and response, and the request types both
+//! protocols share. Knows nothing of Python. The protocols are `http1` (hyper) and `http2` (h2),
+//! the body `body`, the connection `conn`, errors `error`.
 
+mod body;
 mod conn;
 pub mod dns;
+mod error;
 mod head;
+mod http1;
 pub mod http2;
 pub mod inline;
 pub mod proxy;
@@ -12,61 +16,24 @@ mod runtime;
 mod socket;
 pub mod tls;
 
+pub use body::Body;
 pub use conn::{ConnectionInfo, HttpConn, TlsInfo};
+pub use error::HttpError;
+pub(crate) use error::python_os_message;
 pub use http2::{EndpointHttpStats, KeepAlive, Streams};
 pub use runtime::{block_on, fork_generation, reset_after_fork, spawn};
 
 use crate::pool::{CloseReason, Clock, Endpoint, EndpointRef, Lease, Pool, Scheme, SystemClock};
+use body::Incoming;
 use bytes::Bytes;
 use conn::{Activity, Dialer};
+use error::Received;
 use http::header::{HeaderName, HeaderValue};
-use http::{Method, Request, Version};
-use http_body_util::Full;
-use hyper::body::Body as _;
-use std::fmt;
+use http::{Method, Version};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// What can go wrong, named after httpx's exception classes (the bindings map them 1:1).
-/// Messages never include headers, paths or query strings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HttpError {
-    PoolTimeout,
-    ConnectTimeout,
-    Connect(String),
-    ReadTimeout,
-    WriteTimeout,
-    Read(String),
-    Write(String),
-    RemoteProtocol(String),
-    LocalProtocol(String),
-    /// A proxy refused to open a tunnel (httpx's `ProxyError`).
-    Proxy(String),
-    /// A setting that cannot be used (a CA file that does not parse, ...).
-    Config(String),
-}
-
-impl fmt::Display for HttpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            // httpx's words where it has some (its sync transport's: the async one says nothing
-            // for timeouts); httpx's pool timeout has no message, ours names what it waited for.
-            HttpError::PoolTimeout => f.write_str("timed out waiting for a free connection in the pool"),
-            HttpError::ConnectTimeout | HttpError::ReadTimeout | HttpError::WriteTimeout => f.write_str("timed out"),
-            HttpError::Connect(m)
-            | HttpError::Read(m)
-            | HttpError::Write(m)
-            | HttpError::RemoteProtocol(m)
-            | HttpError::LocalProtocol(m)
-            | HttpError::Proxy(m)
-            | HttpError::Config(m) => f.write_str(m),
-        }
-    }
-}
-
-impl std::error::Error for HttpError {}
 
 /// httpx's four timeouts; `None` waits without limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -364,7 +331,7 @@ impl Client {
     }
 
     async fn send_http1(&self, mut in_flight: InFlight, new_connection: bool, request: &RequestParts) -> Result<Response, Failure> {
-        match exchange(&mut in_flight, request).await {
+        match http1::exchange(&mut in_flight, request).await {
             Ok((head, raw, incoming, activity)) => {
                 let (parts, ()) = head.into_parts();
                 let (headers, reason, body_bytes_read) = match raw {
@@ -630,163 +597,6 @@ enum Sent {
     Final,
 }
 
-type Head = http::Response<()>;
-
-async fn exchange(
-    in_flight: &mut InFlight,
-    request: &RequestParts,
-) -> Result<(Head, Option<head::RawHead>, hyper::body::Incoming, Arc<Activity>), Failure> {
-    let conn = in_flight.conn_mut().expect("connected before the exchange");
-    let activity = conn.activity.clone();
-    let conn::Sender::Http1(sender) = &mut conn.sender else { unreachable!("HTTP/2 goes through http2::exchange") };
-    let local = |message: String| Failure { error: HttpError::LocalProtocol(message), sent: Sent::Final };
-    let target = match &conn.addressing {
-        conn::Addressing::Origin => request.target.clone(),
-        conn::Addressing::Absolute { .. } => {
-            // As httpx writes it: the port only when it is not the scheme's default.
-            let e = &request.endpoint;
-            let origin = match e.port() == e.scheme().default_port() {
-                true => format!("{}://{}", e.scheme().as_str(), e.host()),
-                false => format!("{}://{}:{}", e.scheme().as_str(), e.host(), e.port()),
-            };
-            Bytes::from([origin.as_bytes(), &request.target].concat())
-        }
-    };
-    let mut builder = Request::builder()
-        .method(request.method.clone())
-        .uri(http::Uri::from_maybe_shared(target).map_err(|_| local("the request target is not a valid URL path".into()))?);
-    if let Some(headers) = builder.headers_mut() {
-        headers.reserve(request.headers.len() + 1);
-        for (name, value) in &request.headers {
-            headers.append(name.clone(), value.clone());
-        }
-        if let conn::Addressing::Absolute { authorization: Some(value) } = &conn.addressing {
-            headers.insert(http::header::PROXY_AUTHORIZATION, value.clone());
-        }
-    }
-    let http_request = builder.body(Full::new(request.body.clone())).map_err(|e| local(e.to_string()))?;
-    let driver = &mut conn.driver;
-    // The last look at the connection before writing: one the server closed while it was
-    // idle is noticed here, with nothing written.
-    if driver.run(std::future::poll_fn(|cx| sender.poll_ready(cx))).await.is_err() {
-        return Err(Failure { error: HttpError::RemoteProtocol("the connection closed while idle".into()), sent: Sent::Nothing });
-    }
-    activity.touch();
-    activity.head.start();
-    let response = watch(&activity, &request.timeouts, driver.run(sender.try_send_request(http_request))).await;
-    let (raw, response_began) = activity.head.finish();
-    match response {
-        Ok(Ok(response)) => {
-            let (parts, incoming) = response.into_parts();
-            Ok((http::Response::from_parts(parts, ()), raw, incoming, activity))
-        }
-        Ok(Err(e)) => {
-            let nothing_written = e.message().is_some();
-            let e = e.into_error();
-            let sent = match (nothing_written, response_began) {
-                (true, _) => Sent::Nothing,
-                (false, true) => Sent::Final,
-                (false, false) => Sent::NoResponse,
-            };
-            Err(Failure { error: classify(&e, Phase::Head, &activity), sent })
-        }
-        Err(timeout) => Err(Failure { error: timeout, sent: Sent::Final }),
-    }
-}
-
-#[derive(Clone, Copy)]
-pub(crate) enum Phase {
-    Head,
-    Body(Received),
-}
-
-/// How much of a body has arrived, against the length its head announced (None: chunked or
-/// close-delimited): httpx's words for a body cut short say it.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Received {
-    bytes: u64,
-    expected: Option<u64>,
-}
-
-/// Maps hyper's errors to httpx's classes.
-fn classify(e: &hyper::Error, phase: Phase, activity: &Activity) -> HttpError {
-    let message = match (os_error(e), std::error::Error::source(e)) {
-        (Some(os), _) => os,
-        (None, Some(source)) => format!("{e}: {source}"),
-        (None, None) => e.to_string(),
-    };
-    let io_kind = io_error_kind(e);
-    let peer_closed_early = e.is_incomplete_message()
-        || e.is_canceled()
-        || e.is_closed()
-        || io_kind == Some(std::io::ErrorKind::UnexpectedEof);
-    let bad_framing = matches!(io_kind, Some(std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput));
-    if e.is_parse() || e.is_parse_status() || bad_framing {
-        // A head, or a body's framing (a chunk size line, ...), that does not parse: hyper's
-        // body decoder reports the latter as InvalidInput or InvalidData I/O errors.
-        HttpError::RemoteProtocol(message)
-    } else if peer_closed_early {
-        HttpError::RemoteProtocol(peer_closed(phase))
-    } else if e.is_body_write_aborted() || e.is_user() || (matches!(phase, Phase::Head) && activity.write_failed()) {
-        HttpError::Write(message)
-    } else {
-        HttpError::Read(message)
-    }
-}
-
-/// httpx's words for a server that closed the connection before its response was complete.
-fn peer_closed(phase: Phase) -> String {
-    match phase {
-        Phase::Head => "Server disconnected without sending a response.".into(),
-        Phase::Body(Received { bytes, expected: Some(expected) }) => {
-            format!("peer closed connection without sending complete message body (received {bytes} bytes, expected {expected})")
-        }
-        Phase::Body(Received { expected: None, .. }) => {
-            "peer closed connection without sending complete message body (incomplete chunked read)".into()
-        }
-    }
-}
-
-/// An operating system error behind a hyper error, as Python words it (`[Errno 104] Connection
-/// reset by peer`, what httpx's sync transport reports); None when the error is not one.
-fn os_error(e: &hyper::Error) -> Option<String> {
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return io.raw_os_error().map(|_| python_os_message(io));
-        }
-        source = err.source();
-    }
-    None
-}
-
-/// `[Errno N] strerror`, as Python's OSError reads; other errors as they display.
-pub(crate) fn python_os_message(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => {
-            let text = e.to_string();
-            let strerror = text.strip_suffix(&format!(" (os error {code})")).unwrap_or(&text);
-            format!("[Errno {code}] {strerror}")
-        }
-        None => e.to_string(),
-    }
-}
-
-/// The kind of the I/O error behind a hyper error, if one is. A TLS error (rustls reports
-/// them as InvalidData) counts as `Other`: httpx reports those as read errors, not as the
-/// server breaking HTTP.
-fn io_error_kind(e: &hyper::Error) -> Option<std::io::ErrorKind> {
-    let mut source = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            let tls = io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
-            return Some(if tls { std::io::ErrorKind::Other } else { io.kind() });
-        }
-        source = err.source();
-    }
-    None
-}
-
 /// Runs `work` while the read and write timeouts are measured against the socket's progress.
 /// Each applies on its own: a write that makes no progress for the write timeout fails even
 /// when there is no read timeout, and the other way round.
@@ -819,247 +629,6 @@ async fn watch<F: Future>(activity: &Activity, timeouts: &Timeouts, work: F) -> 
             biased;
             out = &mut work => return Ok(out),
             _ = tokio::time::sleep(Duration::from_nanos(wake - now)) => {}
-        }
-    }
-}
-
-/// A response body being read. Reading it to the end gives the connection back to the pool;
-/// closing it early drains the rest in the background (within the drain policy).
-pub struct Body {
-    incoming: Option<Incoming>,
-    /// An error met while collecting chunks that had already arrived: raised after them, at
-    /// the next read, so that every byte the server sent reaches the reader first.
-    pending_error: Option<HttpError>,
-    in_flight: InFlight,
-    activity: Arc<Activity>,
-    read_timeout: Option<Duration>,
-    after_body: head::AfterBody,
-    drain: DrainPolicy,
-    stats: Arc<ClientStats>,
-    received: Received,
-}
-
-/// A response body as the connection delivers it.
-enum Incoming {
-    Http1(hyper::body::Incoming),
-    Http2(h2::RecvStream),
-}
-
-impl Incoming {
-    /// The next non-empty data chunk; `None` at the end of the body (trailers are skipped).
-    fn poll_chunk(&mut self, cx: &mut std::task::Context<'_>, activity: &Activity, received: &mut Received) -> std::task::Poll<Option<Result<Bytes, HttpError>>> {
-        use std::task::Poll;
-        match self {
-            Incoming::Http1(incoming) => loop {
-                match std::pin::Pin::new(&mut *incoming).poll_frame(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(None) => return Poll::Ready(None),
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data() {
-                            if !data.is_empty() {
-                                received.bytes += data.len() as u64;
-                                return Poll::Ready(Some(Ok(data)));
-                            }
-                        }
-                    }
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(classify(&e, Phase::Body(*received), activity)))),
-                }
-            },
-            Incoming::Http2(body) => loop {
-                match http2::poll_data(body, cx, received) {
-                    Poll::Ready(Some(Ok(data))) if data.is_empty() => continue,
-                    Poll::Ready(Some(Ok(data))) => {
-                        activity.touch();
-                        return Poll::Ready(Some(Ok(data)));
-                    }
-                    other => return other,
-                }
-            },
-        }
-    }
-}
-
-impl Body {
-    /// The next chunk of the body; `None` at its end (the connection is back in the pool).
-    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
-        if let Some(error) = self.pending_error.take() {
-            return Err(error);
-        }
-        let Some(incoming) = self.incoming.as_mut() else { return Ok(None) };
-        let timeouts = Timeouts { read: self.read_timeout, ..Timeouts::default() };
-        self.activity.touch();
-        let (activity, in_flight, received) = (&self.activity, &mut self.in_flight, &mut self.received);
-        let chunk = std::future::poll_fn(|cx| {
-            in_flight.drive(cx);
-            incoming.poll_chunk(cx, activity, received)
-        });
-        match watch(&self.activity, &timeouts, chunk).await {
-            Ok(Some(Ok(data))) => Ok(Some(data)),
-            Ok(None) => {
-                self.finish();
-                Ok(None)
-            }
-            Ok(Some(Err(error))) => {
-                self.fail();
-                Err(error)
-            }
-            Err(timeout) => {
-                if let (InFlight::Stream(Some(stream)), Some(waited)) = (&self.in_flight, self.read_timeout) {
-                    stream.read_timed_out(waited);
-                }
-                self.fail();
-                Err(timeout)
-            }
-        }
-    }
-
-    /// Whatever chunks are already here, without waiting (about `limit` bytes at most), and
-    /// whether the body ended. An error comes only when no chunk does: one met after some
-    /// chunks waits for the next read.
-    pub fn ready_chunks(&mut self, limit: usize) -> Result<(Vec<Bytes>, bool), HttpError> {
-        let mut chunks = Vec::new();
-        let mut size = 0;
-        while size < limit {
-            if self.pending_error.is_some() {
-                return match chunks.is_empty() {
-                    true => Err(self.pending_error.take().expect("checked above")),
-                    false => Ok((chunks, false)),
-                };
-            }
-            let Some(incoming) = self.incoming.as_mut() else { return Ok((chunks, true)) };
-            let (activity, in_flight, received) = (&self.activity, &mut self.in_flight, &mut self.received);
-            match inline::poll_now(|cx| {
-                in_flight.drive(cx);
-                incoming.poll_chunk(cx, activity, received)
-            }) {
-                std::task::Poll::Pending => return Ok((chunks, false)),
-                std::task::Poll::Ready(None) => {
-                    self.finish();
-                    return Ok((chunks, true));
-                }
-                std::task::Poll::Ready(Some(Ok(data))) => {
-                    size += data.len();
-                    chunks.push(data);
-                }
-                std::task::Poll::Ready(Some(Err(error))) => {
-                    self.fail();
-                    self.pending_error = Some(error);
-                }
-            }
-        }
-        Ok((chunks, false))
-    }
-
-    /// The chunks of the first `in_memory` bytes of the body (read together with the head, so
-    /// waiting for them never waits for the network), then whatever else is ready, up to about
-    /// `limit` bytes. Never fails: an error waits for the next read.
-    pub async fn chunks_in_memory(&mut self, in_memory: usize, limit: usize) -> Vec<Bytes> {
-        let mut chunks = Vec::new();
-        let mut size = 0;
-        while size < in_memory {
-            match self.next_chunk().await {
-                Ok(Some(chunk)) => {
-                    size += chunk.len();
-                    chunks.push(chunk);
-                }
-                Ok(None) => return chunks,
-                Err(error) => {
-                    self.pending_error = Some(error);
-                    return chunks;
-                }
-            }
-        }
-        match self.ready_chunks(limit.saturating_sub(size)) {
-            Ok((more, _)) => chunks.extend(more),
-            Err(error) => self.pending_error = Some(error),
-        }
-        chunks
-    }
-
-    /// True once the body ended and nothing is left to hand over (no chunk, no error).
-    pub fn is_finished(&self) -> bool {
-        self.incoming.is_none() && self.pending_error.is_none()
-    }
-
-    fn finish(&mut self) {
-        self.incoming = None;
-        match self.after_body {
-            head::AfterBody::Close => self.in_flight.discard(CloseReason::NotReusable),
-            head::AfterBody::Reuse(server_idle_timeout) => {
-                if let Some(conn) = self.in_flight.conn() {
-                    conn.set_server_idle_timeout(server_idle_timeout);
-                }
-                self.in_flight.release();
-            }
-        }
-    }
-
-    fn fail(&mut self) {
-        self.incoming = None;
-        self.in_flight.discard(CloseReason::NotReusable);
-    }
-
-    /// Stops reading. If the body has not ended, the rest is drained in the background so the
-    /// connection can be reused; past the drain bounds it is closed instead. Meanwhile the
-    /// connection counts as in use: a request that finds the endpoint at its limit queues for
-    /// it like for any other.
-    pub fn close(mut self) {
-        if self.incoming.is_none() {
-            return;
-        }
-        // An HTTP/2 stream is reset (nothing to drain: the connection carries on), and an
-        // HTTP/1.1 connection that closes after this response has nothing to save.
-        if matches!(self.in_flight, InFlight::Stream(_)) || self.after_body == head::AfterBody::Close {
-            self.fail();
-            return;
-        }
-        // Usually the rest is already here (an event stream's last chunk): then the connection
-        // is back in the pool before the caller's next request.
-        match self.ready_chunks(self.drain.max_bytes as usize) {
-            Ok((_, true)) => {
-                self.stats.drained.fetch_add(1, Relaxed);
-                return;
-            }
-            Ok((chunks, false)) if chunks.iter().map(Bytes::len).sum::<usize>() < self.drain.max_bytes as usize => {}
-            _ => {
-                self.stats.drain_abandoned.fetch_add(1, Relaxed);
-                self.fail();
-                return;
-            }
-        }
-        runtime::spawn(async move {
-            let drain = self.drain;
-            let mut drained = 0u64;
-            let outcome = tokio::time::timeout(drain.max_time, async {
-                loop {
-                    match self.next_chunk().await {
-                        Ok(Some(chunk)) => {
-                            drained += chunk.len() as u64;
-                            if drained > drain.max_bytes {
-                                return false;
-                            }
-                        }
-                        Ok(None) => return true,
-                        Err(_) => return false,
-                    }
-                }
-            })
-            .await;
-            if outcome == Ok(true) {
-                self.stats.drained.fetch_add(1, Relaxed);
-            } else {
-                self.stats.drain_abandoned.fetch_add(1, Relaxed);
-                self.fail();
-            }
-        });
-    }
-}
-
-impl Drop for Body {
-    fn drop(&mut self) {
-        // Dropped without close() (a cancelled reader): the connection's state is unknown.
-        if self.incoming.is_some() {
-            self.fail();
         }
     }
 }
