@@ -27,7 +27,7 @@ from fast_litellm._core import (
 from fast_litellm import _core, _locks, _metrics
 from fast_litellm._loops import forget_bridges
 from fast_litellm._transport import CONNECTION_ID, AsyncHTTPTransport, HTTPTransport
-from fast_litellm._litellm import install, status, uninstall
+from fast_litellm.litellm import install, status, uninstall
 from fast_litellm._openai_sdk import install_openai_sdk, uninstall_openai_sdk
 from fast_litellm._openai_sdk import wanted_by_environment as _openai_sdk_from_environment
 from fast_litellm._prewarm import aprewarm, prewarm, prewarm_deployments, start_from_environment as _prewarm_from_environment

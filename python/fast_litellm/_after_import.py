@@ -1,5 +1,5 @@
 """Code run right after a module's import, whoever imports it: the sys.meta_path finder that
-LiteLLM's hooks (_litellm.py) and the Prometheus export (_metrics.py) wait with."""
+LiteLLM's hooks (litellm/hooks.py) and the Prometheus export (_metrics.py) wait with."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ import httpx
 
 import fast_litellm
 from fast_litellm import _core
-from fast_litellm._litellm import TESTED_LITELLM, _tls_settings
+from fast_litellm.litellm.settings import TESTED_LITELLM, tls_settings
 from fast_litellm._native_routes import describe as describe_native_route
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -91,7 +91,7 @@ def tls_in_effect(verify: Any, cert: Any, verify_source: str, cert_source: str) 
 
 def tls_from_environment(litellm: Any) -> dict:
     """TLS settings as fast_litellm's LiteLLM hooks read them, and where each came from."""
-    verify, cert = _tls_settings(litellm)
+    verify, cert = tls_settings(litellm)
     if "SSL_VERIFY" in os.environ:
         source = "SSL_VERIFY"
     elif getattr(litellm, "ssl_verify", True) is not True:

@@ -101,9 +101,8 @@ def _pool_stats(name: str) -> Optional[dict]:
 def samples() -> Iterator[tuple[str, tuple, float]]:
     """(name without prefix, label values, value) for every series, read now. A histogram's value
     is the pool's dict: cumulative ``buckets`` [(upper bound, count)], ``sum``, ``count``."""
-    from fast_litellm import _litellm
+    from fast_litellm.litellm.state import state, transports
 
-    state = _litellm._state
     yield "installed", (), 1.0 if state.installed else 0.0
     # Every pool of the process: the hooks' and any made directly (SimpleConnectionPool, transports).
     pools = sorted(set(state.pool_names()) | set(_core.pool_names()))
@@ -134,7 +133,7 @@ def samples() -> Iterator[tuple[str, tuple, float]]:
         if "wait_seconds" in stats:
             yield "pool_wait_duration_seconds", (pool,), stats["wait_seconds"]
     totals: dict = {}
-    for transport, pool in _litellm.transports():
+    for transport, pool in transports():
         counts = totals.setdefault(pool, {})
         for key, value in transport.stats().items():
             counts[key] = counts.get(key, 0) + value

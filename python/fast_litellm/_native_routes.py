@@ -10,7 +10,7 @@ LiteLLM is loaded: nothing is imported here.
 from __future__ import annotations
 
 import sys
-from typing import Any
+
 
 __all__ = ["describe", "native_routes"]
 

@@ -88,7 +88,7 @@ def _patch_as_it_loads(finder: AfterImport, fullname: str, module: Any) -> None:
 
 def wanted_by_environment() -> bool:
     """``FAST_LITELLM_OPENAI_SDK`` set to anything but 0/false/no/off (as FAST_LITELLM_DISABLE)."""
-    from fast_litellm._litellm import env_flag
+    from fast_litellm.litellm.settings import env_flag
 
     return bool(env_flag("FAST_LITELLM_OPENAI_SDK"))
 

@@ -19,8 +19,9 @@ from typing import Any, Optional, Union
 
 import httpx
 
-from fast_litellm import _litellm
 from fast_litellm._transport import origin as origin_of
+from fast_litellm.litellm.settings import client_cert, http2_enabled, litellm_loaded, plan_for, resolve_verify
+from fast_litellm.litellm.state import state
 
 __all__ = ["aprewarm", "prewarm", "prewarm_deployments"]
 
@@ -34,14 +35,13 @@ def _transport(kind: str) -> Any:
     litellm if it is loaded, else from the environment it would read them from), so the
     connections opened are the ones its requests take: same pool, TLS settings and HTTP
     versions. None when those settings make LiteLLM send with its own transport."""
-    litellm = _litellm._litellm_loaded()
-    verify = _litellm._resolve_verify(litellm, None)
-    plan = _litellm._plan(litellm, verify, _litellm._client_cert(litellm), _litellm._http2_enabled(litellm))
+    litellm = litellm_loaded()
+    plan = plan_for(litellm, resolve_verify(litellm, None), client_cert(litellm), http2_enabled(litellm))
     if plan.fallback is not None:
         logger.warning("fast_litellm: not prewarming: LiteLLM's setting %s makes it send with its own transport",
                        plan.fallback)
         return None
-    return _litellm._state.transport(kind, plan)
+    return state.transport(kind, plan)
 
 
 def prewarm(url: Union[str, httpx.URL], connections: int = 1, *, timeout: Optional[float] = 10.0) -> int:
@@ -141,7 +141,7 @@ def start_from_environment() -> Optional[threading.Thread]:
 
     def warm() -> None:
         for url, n in targets:
-            _litellm._state.prewarmed[origin_of(httpx.URL(url))] = prewarm(url, n)
+            state.prewarmed[origin_of(httpx.URL(url))] = prewarm(url, n)
 
     return _in_background("prewarm", warm)
 
@@ -160,7 +160,7 @@ def start_for_proxy(wait: float = 300.0) -> Optional[threading.Thread]:
             server = sys.modules.get("litellm.proxy.proxy_server")
             router = getattr(server, "llm_router", None)
             if router is not None:
-                _litellm._state.prewarmed.update(prewarm_deployments(router.model_list, count))
+                state.prewarmed.update(prewarm_deployments(router.model_list, count))
                 return
             time.sleep(0.2)
         logger.warning("fast_litellm: %s=%d: no LiteLLM Proxy router appeared; nothing warmed", ENV, count)

@@ -21,7 +21,9 @@ import logging
 import os
 
 import fast_litellm
-from fast_litellm import _litellm, _prewarm
+from fast_litellm import _prewarm
+from fast_litellm.litellm.settings import env_flag
+from fast_litellm.litellm.state import state
 from litellm.integrations.custom_logger import CustomLogger
 
 __all__ = ["FastLiteLLMCallback", "callback"]
@@ -37,17 +39,17 @@ class FastLiteLLMCallback(CustomLogger):
         return fast_litellm.status()
 
     def __repr__(self) -> str:
-        state = "installed" if _litellm._state.installed else "not installed"
-        if _litellm.env_flag("FAST_LITELLM_DISABLE"):
-            state += " (FAST_LITELLM_DISABLE)"
-        return f"<fast_litellm {fast_litellm.__version__} {state}, pid {os.getpid()}>"
+        shown = "installed" if state.installed else "not installed"
+        if env_flag("FAST_LITELLM_DISABLE"):
+            shown += " (FAST_LITELLM_DISABLE)"
+        return f"<fast_litellm {fast_litellm.__version__} {shown}, pid {os.getpid()}>"
 
 
 # `import fast_litellm` above installed the hooks (LiteLLM is loaded: they go in at once, and
 # the clients LiteLLM cached are dropped). Installing again is a no-op; kept explicit so that
 # this module's purpose reads from its code.
 fast_litellm.install()
-if _litellm._state.installed:
+if state.installed:
     # FAST_LITELLM_PREWARM=N: N connections to each deployment, once the config's router is up.
     _prewarm.start_for_proxy()
 callback = FastLiteLLMCallback()

@@ -122,14 +122,15 @@ def test_secrets_never_reach_the_status(server):
 
 
 def test_a_litellm_without_a_hook_point_gets_one_warning(caplog):
-    from fast_litellm import _litellm
+    from fast_litellm.litellm import hooks
+    from fast_litellm.litellm.state import state
 
     caplog.set_level(logging.WARNING, logger="fast_litellm")
-    before = len(_litellm._state.warnings)
-    _litellm._patch_handler_module(types.SimpleNamespace())  # a handler module without the classes
+    before = len(state.warnings)
+    hooks._patch_handler_module(types.SimpleNamespace())  # a handler module without the classes
     # One warning for each hook point it lacks.
-    assert len(_litellm._state.warnings) == before + 2
+    assert len(state.warnings) == before + 2
     assert "create_async_transport" in caplog.text and "_create_sync_transport" in caplog.text
-    assert _litellm._state.hooks.pop("AsyncHTTPHandler.create_async_transport") == "missing in this LiteLLM"
-    assert _litellm._state.hooks.pop("HTTPHandler._create_sync_transport") == "missing in this LiteLLM"
-    del _litellm._state.warnings[before:]
+    assert state.hooks.pop("AsyncHTTPHandler.create_async_transport") == "missing in this LiteLLM"
+    assert state.hooks.pop("HTTPHandler._create_sync_transport") == "missing in this LiteLLM"
+    del state.warnings[before:]

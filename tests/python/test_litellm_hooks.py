@@ -185,9 +185,10 @@ def test_http2_asked_of_litellm_is_asked_of_the_transports(server):
         requests_before = server.requests
         report = run("""
             import fast_litellm, litellm
-            from fast_litellm import _litellm
+            from fast_litellm.litellm import hooks
+            from fast_litellm.litellm.state import state
             ok = calls(litellm)
-            made = [key for key in _litellm._state.transports]
+            made = [key for key in state.transports]
             print(json.dumps({"ok": ok, "made": [[k[0], k[3]] for k in made],
                               "requests": our_requests(fast_litellm)}))
         """, server.url, **env)
@@ -237,12 +238,13 @@ def test_no_import_runs_under_the_integrations_lock(server):
     report = run("""
         import importlib.abc
         import fast_litellm
-        from fast_litellm import _litellm
+        from fast_litellm.litellm import hooks
+        from fast_litellm.litellm.state import state
 
         under_lock = []
         class Watch(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path, target=None):
-                if _litellm._state.lock._is_owned():
+                if state.lock._is_owned():
                     under_lock.append(name)
                 return None
         sys.meta_path.insert(0, Watch())
@@ -259,45 +261,47 @@ def test_no_import_runs_under_the_integrations_lock(server):
 
 
 def test_a_litellm_outside_the_tested_range_gets_one_warning(monkeypatch, caplog):
-    from fast_litellm import _litellm
+    from fast_litellm.litellm import hooks
+    from fast_litellm.litellm.state import state
 
     caplog.set_level(logging.WARNING, logger="fast_litellm")
-    monkeypatch.setattr(_litellm, "_litellm_version", lambda: "1.99.0")
-    monkeypatch.setattr(_litellm._state, "warned_version", False)
-    before = list(_litellm._state.warnings)
+    monkeypatch.setattr(hooks, "litellm_version", lambda: "1.99.0")
+    monkeypatch.setattr(state, "warned_version", False)
+    before = list(state.warnings)
     try:
-        _litellm._check_litellm_version()
-        _litellm._check_litellm_version()
-        new = _litellm._state.warnings[len(before):]
-        assert len(new) == 1 and "1.99.0" in new[0] and _litellm.TESTED_LITELLM in new[0]
+        hooks.check_litellm_version()
+        hooks.check_litellm_version()
+        new = state.warnings[len(before):]
+        assert len(new) == 1 and "1.99.0" in new[0] and hooks.TESTED_LITELLM in new[0]
         assert caplog.text.count("outside the tested range") == 1
     finally:
-        _litellm._state.warnings[:] = before
-    monkeypatch.setattr(_litellm, "_litellm_version", lambda: _litellm.TESTED_LITELLM)
-    monkeypatch.setattr(_litellm._state, "warned_version", False)
-    _litellm._check_litellm_version()
-    assert _litellm._state.warnings == before
+        state.warnings[:] = before
+    monkeypatch.setattr(hooks, "litellm_version", lambda: hooks.TESTED_LITELLM)
+    monkeypatch.setattr(state, "warned_version", False)
+    hooks.check_litellm_version()
+    assert state.warnings == before
 
 
 def test_a_litellm_without_client_session_is_a_warning_not_hooked(caplog):
-    from fast_litellm import _litellm
+    from fast_litellm.litellm import hooks
+    from fast_litellm.litellm.state import state
 
     caplog.set_level(logging.WARNING, logger="fast_litellm")
-    saved = (dict(_litellm._state.originals), dict(_litellm._state.hooks), list(_litellm._state.warnings))
+    saved = (dict(state.originals), dict(state.hooks), list(state.warnings))
     fake = types.ModuleType("litellm")  # a LiteLLM without client_session / aclient_session
     try:
-        _litellm._patch_litellm_module(fake, _litellm._shared_clients())
-        assert _litellm._state.hooks["litellm.client_session"] == "missing in this LiteLLM"
-        assert _litellm._state.hooks["litellm.aclient_session"] == "missing in this LiteLLM"
-        new = _litellm._state.warnings[len(saved[2]):]
+        hooks._patch_litellm_module(fake, hooks._shared_clients())
+        assert state.hooks["litellm.client_session"] == "missing in this LiteLLM"
+        assert state.hooks["litellm.aclient_session"] == "missing in this LiteLLM"
+        new = state.warnings[len(saved[2]):]
         assert len([w for w in new if "client_session" in w]) == 2, new
         assert "client_session" not in fake.__dict__
     finally:
-        _litellm._state.originals.clear()
-        _litellm._state.originals.update(saved[0])
-        _litellm._state.hooks.clear()
-        _litellm._state.hooks.update(saved[1])
-        _litellm._state.warnings[:] = saved[2]
+        state.originals.clear()
+        state.originals.update(saved[0])
+        state.hooks.clear()
+        state.hooks.update(saved[1])
+        state.warnings[:] = saved[2]
 
 
 needs_prometheus = pytest.mark.skipif(importlib.util.find_spec("prometheus_client") is None,

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fast_litellm
+from fast_litellm.litellm.state import state
 from fast_litellm import AsyncHTTPTransport, HTTPTransport, SimpleConnectionPool
 from servers import ForwardProxy, Server, refused_port
 
@@ -410,7 +411,7 @@ def test_a_lock_held_by_another_thread_at_a_fork_does_not_hang_the_child(server)
             held, release = threading.Event(), threading.Event()
 
             def hold():
-                with fast_litellm._litellm._state.lock, transport._proxies._lock:
+                with state.lock, transport._proxies._lock:
                     held.set()
                     release.wait()
 
