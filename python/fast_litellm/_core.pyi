@@ -6,6 +6,8 @@ from typing import Any, Literal, Protocol, TypeAlias, TypedDict, final
 
 __all__ = [
     "__version__",
+    "DRAIN_BYTES",
+    "DRAIN_SECONDS",
     "SimpleConnectionPool",
     "ConnectionContext",
     "PoolTimeout",
@@ -38,6 +40,9 @@ __all__ = [
 ]
 
 __version__: str
+# The transports' defaults for draining a body closed early (`drain_bytes`, `drain_timeout`).
+DRAIN_BYTES: int
+DRAIN_SECONDS: float
 
 # Types of the stub only (not in the runtime module), hence private.
 
@@ -51,6 +56,36 @@ class _Future(Protocol):
     def cancelled(self) -> bool: ...
     def set_result(self, result: Any, /) -> None: ...
     def set_exception(self, exception: BaseException, /) -> None: ...
+
+class _Outgoing(Protocol):
+    """One request, read by name (fast_litellm._transport.Outgoing)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def target(self) -> bytes: ...
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def timeouts(self) -> _Timeouts: ...
+    @property
+    def connection_id(self) -> str | None: ...
+    @property
+    def proxy(self) -> int | None: ...
+
+class _EngineStats(TypedDict):
+    requests: int
+    retried: int
+    drained: int
+    drain_abandoned: int
 
 class _PoolSettings(TypedDict):
     max_connections: int
@@ -174,38 +209,26 @@ class HttpEngine:
         pool: SimpleConnectionPool | str | None = None,
         verify: bool | _StrPath | None = None,
         cert: _StrPath | tuple[_StrPath, _StrPath] | None = None,
-        drain_bytes: int = ...,  # 262144 (256 KiB)
-        drain_timeout: float = 0.5,
-        http1: bool = True,
-        http2: bool = False,
+        drain: tuple[int, float] | None = None,  # (bytes, seconds); None: DRAIN_BYTES, DRAIN_SECONDS
+        versions: tuple[bool, bool] = ...,  # (http1, http2); (True, False)
         local_address: str | None = None,
     ) -> HttpEngine: ...
-    def send(
-        self, method: str, scheme: str, host: str, port: int | None, target: bytes,
-        headers: list[tuple[bytes, bytes]], body: bytes, timeouts: _Timeouts, connection_id: str | None = None,
-        proxy: int | None = None,
-    ) -> PyResponse:
+    def send(self, request: _Outgoing) -> PyResponse:
         """Sends a request and returns its response head, blocking without the GIL."""
-    def send_async(
-        self, bridge: LoopBridge, future: _Future, method: str, scheme: str, host: str, port: int | None,
-        target: bytes, headers: list[tuple[bytes, bytes]], body: bytes, timeouts: _Timeouts,
-        connection_id: str | None = None, proxy: int | None = None,
-    ) -> CancelHandle:
+    def send_async(self, bridge: LoopBridge, future: _Future, request: _Outgoing) -> CancelHandle:
         """Sends a request; its PyResponse (or error) is set on `future` through `bridge`."""
     @staticmethod
     def register_proxy(scheme: str, host: str, port: int, authorization: bytes | None = None) -> int:
         """The number requests name an http(s) proxy by (`proxy=`); the credentials stay in the engine."""
-    def prewarm(
-        self, scheme: str, host: str, port: int | None, connections: int, timeout: float | None
-    ) -> tuple[int, str | None]:
-        """Opens connections ahead of need, blocking without the GIL: (ready, first error)."""
+    def prewarm(self, origin: tuple[str, str, int | None], connections: int, timeout: float | None) -> tuple[int, str | None]:
+        """Opens connections to (scheme, host, port) ahead of need, blocking without the GIL: (ready, first error)."""
     def prewarm_async(
-        self, bridge: LoopBridge, future: _Future, scheme: str, host: str, port: int | None, connections: int,
+        self, bridge: LoopBridge, future: _Future, origin: tuple[str, str, int | None], connections: int,
         timeout: float | None,
     ) -> CancelHandle:
         """`prewarm` on the runtime; (ready, first error) is set on `future` through `bridge`."""
-    def stats(self) -> tuple[int, int, int, int]:
-        """Counters: requests, retried, drained, drain_abandoned."""
+    def stats(self) -> _EngineStats:
+        """Counters of this engine, by name."""
 
 # The connection pool.
 

@@ -10,7 +10,7 @@ unchanged. Written once for both libraries (``_library.py``): ``HTTPTransport`` 
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import httpx
 
@@ -34,9 +34,27 @@ Verify = Union[bool, str]
 Cert = Union[str, tuple[str, str], None]
 
 
-def _timeouts(request: Any) -> tuple:
-    t = request.extensions.get("timeout") or {}
-    return (t.get("connect"), t.get("read"), t.get("write"), t.get("pool"))
+class Outgoing(NamedTuple):
+    """One request as the engine takes it, read by name (``Outgoing`` in src/python/engine.rs):
+    an httpx request's parts as httpx encoded them."""
+
+    method: str
+    scheme: str
+    host: str
+    port: Optional[int]
+    target: bytes  # the path and query, as sent
+    headers: list  # [(name, value)] of bytes, in order
+    body: bytes
+    timeouts: tuple  # (connect, read, write, pool) seconds, None: no limit
+    connection_id: Any  # a connection held by id to send on (CONNECTION_ID), or None
+    proxy: Optional[int]  # the engine's number for the forward proxy, or None
+
+    @classmethod
+    def of(cls, request: Any, body: bytes, proxy: Optional[int]) -> "Outgoing":
+        url, t = request.url, request.extensions.get("timeout") or {}
+        return cls(request.method, url.scheme, url.raw_host.decode("ascii"), url.port, url.raw_path,
+                   request.headers.raw, body, (t.get("connect"), t.get("read"), t.get("write"), t.get("pool")),
+                   request.extensions.get(CONNECTION_ID), proxy)
 
 
 def _extensions(response: Any) -> dict:
@@ -167,13 +185,14 @@ class PoolTransport:
         cert: Cert = None,
         trust_env: bool = True,
         proxy: Any = None,
-        drain_bytes: int = 256 * 1024,
-        drain_timeout: float = 0.5,
+        drain_bytes: int = _core.DRAIN_BYTES,
+        drain_timeout: float = _core.DRAIN_SECONDS,
         http1: bool = True,
         http2: bool = False,
         local_address: Optional[str] = None,
     ) -> None:
-        self._engine = _core.HttpEngine(pool, verify, cert, drain_bytes, drain_timeout, http1, http2, local_address)
+        self._engine = _core.HttpEngine(pool, verify, cert, drain=(drain_bytes, drain_timeout), versions=(http1, http2),
+                                        local_address=local_address)
         lib = self.library
         make = lib.AsyncHTTPTransport if self.is_async else lib.HTTPTransport
         self._proxies = ProxyRouter(
@@ -225,12 +244,12 @@ class PoolTransport:
 
     def stats(self) -> dict:
         """Requests sent, retried on a fresh connection, bodies drained or abandoned, proxied."""
-        requests, retried, drained, abandoned = self._engine.stats()
+        engine = self._engine.stats()
         return {
-            "requests": requests,
-            "retried_on_fresh_connection": retried,
-            "bodies_drained": drained,
-            "bodies_not_drained": abandoned,
+            "requests": engine["requests"],
+            "retried_on_fresh_connection": engine["retried"],
+            "bodies_drained": engine["drained"],
+            "bodies_not_drained": engine["drain_abandoned"],
             "proxied_requests": self._proxies.proxied,
         }
 
@@ -241,16 +260,12 @@ class SyncPoolTransport(PoolTransport):
     is_async = False
 
     def handle_request(self, request: Any) -> Any:
-        url = request.url
         number, carrier = self._route(request)
         if carrier is not None:
             return carrier.handle_request(request)
         trace = request.extensions.get("trace")
         try:
-            response = self._engine.send(
-                request.method, url.scheme, url.raw_host.decode("ascii"), url.port, url.raw_path,
-                request.headers.raw, request.read(), _timeouts(request), request.extensions.get(CONNECTION_ID), number,
-            )
+            response = self._engine.send(Outgoing.of(request, request.read(), number))
         except ENGINE_ERRORS as exc:
             error = self.library.error(exc, request)
             if trace is not None:
@@ -272,7 +287,7 @@ class SyncPoolTransport(PoolTransport):
         target = self._prewarm_target(url, connections)
         if target is None:
             return 0
-        return self._prewarm_report(url, *self._engine.prewarm(*target, connections, timeout))
+        return self._prewarm_report(url, *self._engine.prewarm(target, connections, timeout))
 
     def close(self) -> None:
         for transport in self._proxies.take_transports():
@@ -285,7 +300,6 @@ class AsyncPoolTransport(PoolTransport):
     is_async = True
 
     async def handle_async_request(self, request: Any) -> Any:
-        url = request.url
         number, carrier = self._route(request)
         if carrier is not None:
             return await carrier.handle_async_request(request)
@@ -297,11 +311,7 @@ class AsyncPoolTransport(PoolTransport):
         new_future, bridge = backend()
         future = new_future()
         try:
-            handle = self._engine.send_async(
-                bridge, future, request.method, url.scheme, url.raw_host.decode("ascii"),
-                url.port, url.raw_path, request.headers.raw, body, _timeouts(request),
-                request.extensions.get(CONNECTION_ID), number,
-            )
+            handle = self._engine.send_async(bridge, future, Outgoing.of(request, body, number))
             try:
                 response = await future
             except BaseException:  # cancelled (asyncio or trio), interrupted; a no-op if it failed
@@ -325,7 +335,7 @@ class AsyncPoolTransport(PoolTransport):
             return 0
         new_future, bridge = backend()
         future = new_future()
-        handle = self._engine.prewarm_async(bridge, future, *target, connections, timeout)
+        handle = self._engine.prewarm_async(bridge, future, target, connections, timeout)
         try:
             ready, error = await future
         except BaseException:  # cancelled: connections being opened are dropped

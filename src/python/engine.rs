@@ -3,7 +3,7 @@
 
 use super::bridge::{LoopBridge, Sender};
 use super::errors::http_error;
-use super::timeout_arg;
+use super::{timeout_arg, SIGNAL_CHECK_INTERVAL};
 use super::registry::NamedPool;
 use crate::http::tls::{ConnectSettings, Verify, Versions};
 use crate::http::{self, Body, Client, DrainPolicy, HttpError, KeepAlive, RequestParts, Response, Timeouts};
@@ -14,7 +14,8 @@ use ::http::header::{HeaderName, HeaderValue};
 use ::http::{Method, Version};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,8 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::AbortHandle;
 
-/// How long a blocked sync call runs without the GIL before it checks for signals.
-const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// At most this much of a body already here is handed over with its head, or with one read.
 const READ_WITH_HEAD: usize = 256 * 1024;
 
@@ -59,34 +58,56 @@ struct Prepared {
     held: Option<ConnId>,
 }
 
+/// One request as a transport hands it over (`Outgoing` in fast_litellm/_transport.py), read
+/// by name: an httpx request's parts, already encoded by httpx.
+#[derive(FromPyObject)]
+pub struct Outgoing<'py> {
+    #[pyo3(attribute)]
+    method: PyBackedStr,
+    #[pyo3(attribute)]
+    scheme: PyBackedStr,
+    #[pyo3(attribute)]
+    host: PyBackedStr,
+    #[pyo3(attribute)]
+    port: Option<i64>,
+    /// The path and query, as sent.
+    #[pyo3(attribute)]
+    target: PyBackedBytes,
+    /// `(name, value)` pairs of bytes, in order.
+    #[pyo3(attribute)]
+    headers: Bound<'py, PyList>,
+    #[pyo3(attribute)]
+    body: PyBackedBytes,
+    /// httpx's (connect, read, write, pool) in seconds, None for no limit.
+    #[pyo3(attribute)]
+    timeouts: (Option<f64>, Option<f64>, Option<f64>, Option<f64>),
+    /// The id of a connection the caller holds, to send on.
+    #[pyo3(attribute)]
+    connection_id: Option<Bound<'py, PyAny>>,
+    /// The forward proxy's number (`HttpEngine.register_proxy`).
+    #[pyo3(attribute)]
+    proxy: Option<u32>,
+}
+
+/// An origin as the transports name one: (scheme, host, port).
+#[derive(FromPyObject)]
+pub struct OriginArg(PyBackedStr, PyBackedStr, Option<i64>);
+
 impl HttpEngine {
-    #[allow(clippy::too_many_arguments)]
-    fn prepare(
-        &self,
-        method: &str,
-        scheme: &str,
-        host: &str,
-        port: Option<i64>,
-        target: &[u8],
-        headers: &Bound<'_, PyList>,
-        body: &[u8],
-        timeouts: (Option<f64>, Option<f64>, Option<f64>, Option<f64>),
-        held: Option<&Bound<'_, PyAny>>,
-        proxy: Option<u32>,
-    ) -> PyResult<Prepared> {
-        let held = match held {
+    fn prepare(&self, outgoing: Outgoing<'_>) -> PyResult<Prepared> {
+        let held = match &outgoing.connection_id {
             // A request's problem, reported as the transport reports one (LocalProtocolError).
             Some(id) => super::id_arg(id).map_err(|e| super::errors::invalid_request(e.to_string()))?,
             None => None,
         };
-        let origin = origin(scheme, host, port)?;
-        let via = match proxy {
+        let origin = origin(&outgoing.scheme, &outgoing.host, outgoing.port)?;
+        let via = match outgoing.proxy {
             None => None,
             Some(id) => Some(crate::http::proxy::via(id).ok_or_else(|| super::errors::invalid_argument("unknown proxy number"))?),
         };
-        let method = Method::from_bytes(method.as_bytes()).map_err(|_| super::errors::invalid_request("invalid HTTP method"))?;
-        let mut parsed = Vec::with_capacity(headers.len());
-        for item in headers.iter() {
+        let method = Method::from_bytes(outgoing.method.as_bytes()).map_err(|_| super::errors::invalid_request("invalid HTTP method"))?;
+        let mut parsed = Vec::with_capacity(outgoing.headers.len());
+        for item in outgoing.headers.iter() {
             let pair = item.cast::<PyTuple>().map_err(|_| super::errors::invalid_type("headers must be (bytes, bytes) pairs"))?;
             let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
             let (name, value): (&[u8], &[u8]) = (name.extract()?, value.extract()?);
@@ -96,15 +117,16 @@ impl HttpEngine {
                 .map_err(|_| super::errors::invalid_request(format!("invalid value for header '{name}' (control characters?)")))?;
             parsed.push((name, value));
         }
+        let timeouts = outgoing.timeouts;
         Ok(Prepared {
             client: self.client.clone(),
             pool: self.pool.pool().into_owned(),
             request: RequestParts {
                 method,
                 endpoint: self.client.endpoint(origin, via),
-                target: Bytes::copy_from_slice(target),
+                target: Bytes::copy_from_slice(&outgoing.target),
                 headers: parsed,
-                body: Bytes::copy_from_slice(body),
+                body: Bytes::copy_from_slice(&outgoing.body),
                 timeouts: Timeouts {
                     connect: timeout_arg(timeouts.0, "connect timeout")?,
                     read: timeout_arg(timeouts.1, "read timeout")?,
@@ -120,13 +142,11 @@ impl HttpEngine {
 impl HttpEngine {
     fn prewarm_work(
         &self,
-        scheme: &str,
-        host: &str,
-        port: Option<i64>,
+        target: &OriginArg,
         connections: usize,
         timeout: Option<f64>,
     ) -> PyResult<impl Future<Output = (usize, Option<String>)> + Send + 'static> {
-        let origin = origin(scheme, host, port)?;
+        let origin = origin(&target.0, &target.1, target.2)?;
         let connect = timeout_arg(timeout, "timeout")?;
         let (client, pool) = (self.client.clone(), self.pool.pool().into_owned());
         Ok(async move {
@@ -182,16 +202,13 @@ impl HttpEngine {
     /// `local_address`: an IP address sockets are bound to (httpx's argument; "0.0.0.0" keeps
     /// connections to IPv4).
     #[new]
-    #[pyo3(signature = (pool=None, verify=None, cert=None, drain_bytes=256 * 1024, drain_timeout=0.5, http1=true, http2=false, local_address=None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (pool=None, verify=None, cert=None, drain=None, versions=(true, false), local_address=None))]
     fn new(
         pool: Option<&Bound<'_, PyAny>>,
         verify: Option<&Bound<'_, PyAny>>,
         cert: Option<&Bound<'_, PyAny>>,
-        drain_bytes: u64,
-        drain_timeout: f64,
-        http1: bool,
-        http2: bool,
+        drain: Option<(u64, f64)>,
+        versions: (bool, bool),
         local_address: Option<&str>,
     ) -> PyResult<Self> {
         let pool = match pool {
@@ -226,61 +243,33 @@ impl HttpEngine {
                 },
             },
         };
-        let max_time = timeout_arg(Some(drain_timeout), "drain_timeout")?.unwrap_or_default();
-        let versions = Versions { http1, http2 };
+        let drain = match drain {
+            None => DrainPolicy::DEFAULT,
+            Some((max_bytes, seconds)) => DrainPolicy { max_bytes, max_time: timeout_arg(Some(seconds), "drain_timeout")?.unwrap_or_default() },
+        };
+        let versions = Versions { http1: versions.0, http2: versions.1 };
         let local_address = match local_address {
             None => None,
             Some(a) => Some(a.parse::<std::net::IpAddr>().map_err(|_| super::errors::invalid_argument("local_address must be an IP address"))?),
         };
         let tls = ConnectSettings { verify, client_cert, versions, local_address };
-        let client = Client::new(tls, DrainPolicy { max_bytes: drain_bytes, max_time }, KeepAlive::default())
+        let client = Client::new(tls, drain, KeepAlive::default())
             .map_err(|e| super::errors::invalid_argument(e.to_string()))?;
         Ok(HttpEngine { pool, client: Arc::new(client) })
     }
 
     /// Sends a request and returns its response head (and any body already read), blocking
-    /// without the GIL. A deliberate mirror of `send_async` (same arguments, one prepared
-    /// request): the sync and async transports stay twins.
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (method, scheme, host, port, target, headers, body, timeouts, connection_id=None, proxy=None))]
-    fn send(
-        &self,
-        py: Python<'_>,
-        method: &str,
-        scheme: &str,
-        host: &str,
-        port: Option<i64>,
-        target: &[u8],
-        headers: &Bound<'_, PyList>,
-        body: &[u8],
-        timeouts: (Option<f64>, Option<f64>, Option<f64>, Option<f64>),
-        connection_id: Option<&Bound<'_, PyAny>>,
-        proxy: Option<u32>,
-    ) -> PyResult<PyResponse> {
-        let prepared = self.prepare(method, scheme, host, port, target, headers, body, timeouts, connection_id, proxy)?;
+    /// without the GIL. A deliberate mirror of `send_async` (the same request, prepared alike):
+    /// the sync and async transports stay twins.
+    fn send(&self, py: Python<'_>, request: Outgoing<'_>) -> PyResult<PyResponse> {
+        let prepared = self.prepare(request)?;
         block_on_interruptibly(py, send_and_prefetch(prepared))?.map_err(http_error)
     }
 
     /// Sends a request on the runtime; its response (or error) is set on `future` through
     /// `bridge`. Returns a handle whose `cancel()` stops the request. The async twin of `send`.
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (bridge, future, method, scheme, host, port, target, headers, body, timeouts, connection_id=None, proxy=None))]
-    fn send_async(
-        &self,
-        bridge: &LoopBridge,
-        future: Py<PyAny>,
-        method: &str,
-        scheme: &str,
-        host: &str,
-        port: Option<i64>,
-        target: &[u8],
-        headers: &Bound<'_, PyList>,
-        body: &[u8],
-        timeouts: (Option<f64>, Option<f64>, Option<f64>, Option<f64>),
-        connection_id: Option<&Bound<'_, PyAny>>,
-        proxy: Option<u32>,
-    ) -> PyResult<CancelHandle> {
-        let prepared = self.prepare(method, scheme, host, port, target, headers, body, timeouts, connection_id, proxy)?;
+    fn send_async(&self, bridge: &LoopBridge, future: Py<PyAny>, request: Outgoing<'_>) -> PyResult<CancelHandle> {
+        let prepared = self.prepare(request)?;
         let sender = bridge.sender();
         Ok(spawn_to_loop(sender, future, async move {
             match send_and_prefetch(prepared).await {
@@ -313,36 +302,29 @@ impl HttpEngine {
     /// `Client::prewarm`), each within `timeout` seconds, blocking without the GIL. Returns how
     /// many are open and the first error met (a message naming no path), never raises for an
     /// endpoint that cannot be reached.
-    #[pyo3(signature = (scheme, host, port, connections, timeout))]
-    fn prewarm(&self, py: Python<'_>, scheme: &str, host: &str, port: Option<i64>, connections: usize, timeout: Option<f64>) -> PyResult<(usize, Option<String>)> {
-        let work = self.prewarm_work(scheme, host, port, connections, timeout)?;
+    fn prewarm(&self, py: Python<'_>, origin: OriginArg, connections: usize, timeout: Option<f64>) -> PyResult<(usize, Option<String>)> {
+        let work = self.prewarm_work(&origin, connections, timeout)?;
         block_on_interruptibly(py, work)
     }
 
     /// `prewarm` on the runtime; its outcome is set on `future` through `bridge`.
-    #[pyo3(signature = (bridge, future, scheme, host, port, connections, timeout))]
-    #[allow(clippy::too_many_arguments)]
-    fn prewarm_async(
-        &self,
-        bridge: &LoopBridge,
-        future: Py<PyAny>,
-        scheme: &str,
-        host: &str,
-        port: Option<i64>,
-        connections: usize,
-        timeout: Option<f64>,
-    ) -> PyResult<CancelHandle> {
-        let work = self.prewarm_work(scheme, host, port, connections, timeout)?;
+    fn prewarm_async(&self, bridge: &LoopBridge, future: Py<PyAny>, origin: OriginArg, connections: usize, timeout: Option<f64>) -> PyResult<CancelHandle> {
+        let work = self.prewarm_work(&origin, connections, timeout)?;
         Ok(spawn_to_loop(bridge.sender(), future, async move {
             let outcome = work.await;
             Ok(Box::new(move |py: Python<'_>| Ok(outcome.into_pyobject(py)?.into_any().unbind())) as super::bridge::Deliver)
         }))
     }
 
-    /// Counters of this engine: requests, retried, drained, drain_abandoned.
-    fn stats(&self) -> (u64, u64, u64, u64) {
+    /// Counters of this engine, by name.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = &self.client.stats;
-        (s.requests.load(Relaxed), s.retried.load(Relaxed), s.drained.load(Relaxed), s.drain_abandoned.load(Relaxed))
+        let counters = PyDict::new(py);
+        counters.set_item("requests", s.requests.load(Relaxed))?;
+        counters.set_item("retried", s.retried.load(Relaxed))?;
+        counters.set_item("drained", s.drained.load(Relaxed))?;
+        counters.set_item("drain_abandoned", s.drain_abandoned.load(Relaxed))?;
+        Ok(counters)
     }
 }
 
@@ -624,7 +606,7 @@ fn id_api_client() -> PyResult<&'static Client> {
     if let Some(client) = CLIENT.get() {
         return Ok(client);
     }
-    let drain = DrainPolicy { max_bytes: 256 * 1024, max_time: Duration::from_millis(500) };
+    let drain = DrainPolicy::DEFAULT;
     let client = Client::new(ConnectSettings::default(), drain, KeepAlive::default()).map_err(http_error)?;
     Ok(CLIENT.get_or_init(|| client))
 }

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 /// How long a blocked `acquire` sleeps without the GIL before it checks for signals
 /// (so Ctrl-C interrupts a wait).
-const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a call waiting without the GIL looks for a pending signal (Ctrl-C).
+pub(crate) const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_POOL_NAME_LEN: usize = 256;
 
 fn route_arg(pool: &Pool<Conn>, obj: &Bound<'_, PyAny>) -> PyResult<EndpointRef<Conn>> {
@@ -554,6 +555,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::add_exceptions(m)?;
     m.add_class::<bridge::LoopBridge>()?;
     m.add_class::<engine::HttpEngine>()?;
+    // The transports' defaults for draining a body closed early (`DrainPolicy::DEFAULT`).
+    m.add("DRAIN_BYTES", crate::http::DrainPolicy::DEFAULT.max_bytes)?;
+    m.add("DRAIN_SECONDS", crate::http::DrainPolicy::DEFAULT.max_time.as_secs_f64())?;
     m.add_class::<engine::PyResponse>()?;
     m.add_class::<engine::CancelHandle>()?;
     m.add_function(wrap_pyfunction!(get_connection, m)?)?;

@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fast_litellm
-from fast_litellm.litellm.state import state
 from fast_litellm import AsyncHTTPTransport, HTTPTransport, SimpleConnectionPool
+from fast_litellm._transport import Outgoing
+from fast_litellm.litellm.state import state
 from servers import ForwardProxy, Server, refused_port
 
 SECRET = "sk-PLANTED-0123456789abcdef"
@@ -334,7 +335,7 @@ def test_any_header_gives_a_clean_result(name, before, after):
     engine = fast_litellm._core.HttpEngine(new_pool())
     try:
         # A refused port: a header that passes validation fails at connect, cleanly too.
-        engine.send("GET", "http", "127.0.0.1", 9, b"/", [(name, value)], b"", (0.5, 0.5, 0.5, 0.5))
+        engine.send(Outgoing("GET", "http", "127.0.0.1", 9, b"/", [(name, value)], b"", (0.5, 0.5, 0.5, 0.5), None, None))
     except (fast_litellm._core.TransportError, *CLEAN) as e:
         assert SECRET not in str(e) and SECRET not in repr(e)
 
@@ -346,7 +347,7 @@ def test_crlf_in_header_values_is_refused_without_echo(server):
         raw = [(k, v) for k, v in request.headers.raw] + [(b"authorization", f"{SECRET}\r\nX-Evil: 1".encode())]
         engine = c._transport._engine
         with pytest.raises(fast_litellm._core.LocalProtocolError) as info:
-            engine.send("GET", "http", "127.0.0.1", server.port, b"/echo", raw, b"", (1, 1, 1, 1))
+            engine.send(Outgoing("GET", "http", "127.0.0.1", server.port, b"/echo", raw, b"", (1, 1, 1, 1), None, None))
     assert SECRET not in str(info.value) and "authorization" in str(info.value)
     assert server.requests == 0
 

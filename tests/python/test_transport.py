@@ -15,6 +15,7 @@ import trustme
 
 import fast_litellm
 from fast_litellm import AsyncHTTPTransport, HTTPTransport, SimpleConnectionPool, _loops
+from fast_litellm._transport import Outgoing
 from servers import Blackhole, FullBacklog, Server, refused_port, wait_for
 
 
@@ -380,8 +381,8 @@ def test_a_result_left_for_an_ended_loop_does_not_keep_it_alive(server):
     async def send_without_waiting():
         new_future, bridge = _loops.backend()
         host = f"127.0.0.1:{server.port}".encode()
-        engine.send_async(bridge, new_future(), "GET", "http", "127.0.0.1", server.port, b"/json",
-                          [(b"host", host)], b"", (None, None, None, None))
+        engine.send_async(bridge, new_future(), Outgoing("GET", "http", "127.0.0.1", server.port, b"/json",
+                                                         [(b"host", host)], b"", (None, None, None, None), None, None))
 
     loop.run_until_complete(send_without_waiting())
     wait_for(lambda: server.requests == 1)
