@@ -1,6 +1,9 @@
 //! The pool core on its own: limits, exact counts, stale ids, expiry, waiters, under many threads.
 
 use super::*;
+use super::near::NEAR_ENDPOINTS;
+use std::thread;
+use uuid::Uuid;
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::future::Future;
