@@ -5,7 +5,8 @@
 use super::head::{Capture, MAX_FIELDS, MAX_HEAD_SIZE};
 use super::http2::{self, Counted, Http2Conn, KeepAlive, Streams};
 use super::socket::Socket;
-use super::{now, HttpError, Timeouts};
+use super::clock::{nanos, now};
+use super::{HttpError, Timeouts};
 use crate::pool::{Connection, Endpoint, Histogram, Scheme};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -229,10 +230,6 @@ impl Activity {
     }
 }
 
-pub fn nanos(d: Duration) -> u64 {
-    d.as_nanos().min(u128::from(u64::MAX / 2)) as u64
-}
-
 /// The socket, with its progress recorded in [`Activity`].
 pub(super) struct Tracked<S> {
     inner: S,
@@ -426,7 +423,7 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> R
         None => (host, endpoint.port()),
     };
     let answers = super::dns::resolve(dial_host, dial_port).await?;
-    let tcp = super::dns::connect(&answers, dialer.local_address).await?;
+    let tcp = super::dial::connect(&answers, dialer.local_address).await?;
     let addresses = (tcp.peer_addr(), tcp.local_addr());
     tcp.set_nodelay(true).map_err(|e| HttpError::Connect(e.to_string()))?;
     let socket = std::net::TcpStream::from(

@@ -82,7 +82,7 @@ impl ConnState {
     /// on it. A PING answered within that long says it is alive (a slow stream, not a dead
     /// peer), and the connection carries on.
     fn suspect(&self, waited: Duration) {
-        self.check_within.store(super::conn::nanos(waited), Relaxed);
+        self.check_within.store(super::clock::nanos(waited), Relaxed);
         self.suspected.store(true, Relaxed);
         self.check.notify_one();
     }

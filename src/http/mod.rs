@@ -4,7 +4,9 @@
 //! the body `body`, the connection `conn`, errors `error`.
 
 mod body;
+mod clock;
 mod conn;
+mod dial;
 pub mod dns;
 mod error;
 mod head;
@@ -23,7 +25,7 @@ pub(crate) use error::python_os_message;
 pub use http2::{EndpointHttpStats, KeepAlive, Streams};
 pub use runtime::{block_on, fork_generation, reset_after_fork, spawn};
 
-use crate::pool::{CloseReason, Clock, Endpoint, EndpointRef, Lease, Pool, Scheme, SystemClock};
+use crate::pool::{CloseReason, Endpoint, EndpointRef, Lease, Pool, Scheme};
 use body::Incoming;
 use bytes::Bytes;
 use conn::{Activity, Dialer};
@@ -42,11 +44,6 @@ pub struct Timeouts {
     pub read: Option<Duration>,
     pub write: Option<Duration>,
     pub pool: Option<Duration>,
-}
-
-/// Monotonic nanoseconds (coarse, cheap), for timeouts measured against socket activity.
-pub(crate) fn now() -> u64 {
-    SystemClock.now()
 }
 
 /// What to do with the rest of a body its reader closed early.
@@ -613,7 +610,7 @@ async fn watch<F: Future>(activity: &Activity, timeouts: &Timeouts, work: F) -> 
     }
     tokio::pin!(work);
     loop {
-        let now = now();
+        let now = clock::now();
         let deadline = activity.deadline(timeouts);
         if let Some((deadline, error)) = &deadline {
             if *deadline <= now {
@@ -625,7 +622,7 @@ async fn watch<F: Future>(activity: &Activity, timeouts: &Timeouts, work: F) -> 
         // timeout's. Decided from `deadline` alone: a second look at the write state could see
         // a write blocked since, and leave a request with a write timeout waiting unbounded.
         let write_deadline = matches!(deadline, Some((_, HttpError::WriteTimeout)));
-        let next_write_check = timeouts.write.filter(|_| !write_deadline).map(|w| now + conn::nanos(w).max(1_000_000));
+        let next_write_check = timeouts.write.filter(|_| !write_deadline).map(|w| now + clock::nanos(w).max(1_000_000));
         let wake = match (deadline, next_write_check) {
             (Some((d, _)), Some(w)) => d.min(w),
             (Some((d, _)), None) => d,
