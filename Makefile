@@ -27,7 +27,7 @@ HTTPX_VERSION := 0.29.0
 HTTPX_OLDER := 0.28.1
 # The suites that say how the transports behave, and those that say what LiteLLM gets: run again
 # on the older httpx, and (transports) with `import httpx` resolving to httpx2.
-TRANSPORT_SUITES := test_transport.py test_faithful.py test_trace.py test_http2.py test_proxy.py test_proxy_pool.py \
+TRANSPORT_SUITES := test_transport.py test_http1.py test_trace.py test_http2.py test_proxy.py test_proxy_pool.py \
 	test_libraries.py
 LITELLM_SUITES := test_litellm.py test_litellm_hooks.py test_litellm_http2.py test_litellm_coverage.py test_openai_sdk.py
 

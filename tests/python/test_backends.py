@@ -6,7 +6,6 @@ import gc
 import os
 import threading
 import time
-import uuid
 import warnings
 import weakref
 
@@ -15,8 +14,9 @@ import httpx
 import pytest
 import trio
 
-from fast_litellm import AsyncHTTPTransport, SimpleConnectionPool
+from fast_litellm import AsyncHTTPTransport
 from servers import Server
+from helpers import new_pool
 
 BACKENDS = ["asyncio", "trio"]
 backends = pytest.mark.parametrize("backend", BACKENDS)
@@ -43,10 +43,6 @@ class DripServer(Server):
 def server():
     with DripServer() as s:
         yield s
-
-
-def new_pool(**settings):
-    return SimpleConnectionPool(f"test-{uuid.uuid4()}", reaper_interval=None, **settings)
 
 
 def active(pool):

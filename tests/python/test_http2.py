@@ -21,7 +21,6 @@ import asyncio
 import collections
 import contextlib
 import time
-import uuid
 
 import anyio
 import h2.errors
@@ -30,6 +29,7 @@ import pytest
 
 import fast_litellm
 from h2server import H2Server, pattern
+from helpers import eventually as wait_for, new_pool
 
 ALL = ["stock-sync", "stock-async", "ours-sync", "ours-async"]
 ASYNC = ["stock-async", "ours-async"]
@@ -40,19 +40,6 @@ pytestmark = pytest.mark.timeout(30)
 
 def ours(kind: str) -> bool:
     return kind.startswith("ours")
-
-
-def new_pool(**settings):
-    return fast_litellm.SimpleConnectionPool(f"h2-test-{uuid.uuid4()}", reaper_interval=None, **settings)
-
-
-def wait_for(condition, timeout=5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def make_transport(kind, server: H2Server, pool=None, *, http1=True, http2=True, **extra):

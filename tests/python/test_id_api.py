@@ -1,4 +1,4 @@
-"""The pool's id API does real work (issue 15): a connection id held with get_connection /
+"""The pool's id API does real work: a connection id held with get_connection /
 acquire / connection() is a real connection. `pool.connect(id)` opens its socket, a request sent
 through fast_litellm's transports with `extensions={CONNECTION_ID: id}` goes out on it, and
 `health_check(id)` reports that socket. Every count of connections and requests here is the
@@ -13,12 +13,9 @@ import httpx
 import pytest
 
 import fast_litellm
-from fast_litellm import CONNECTION_ID, AsyncHTTPTransport, HTTPTransport, SimpleConnectionPool, _core
+from fast_litellm import CONNECTION_ID, AsyncHTTPTransport, HTTPTransport, _core
 from servers import ForwardProxy, FullBacklog, Server, refused_port, wait_for
-
-
-def new_pool(**settings):
-    return SimpleConnectionPool(f"id-api-{uuid.uuid4()}", reaper_interval=None, **settings)
+from helpers import new_pool
 
 
 def settle():

@@ -1,4 +1,4 @@
-"""Regression tests for issue 16: the pool's invariants (no id leased to two users at once,
+"""The pool's invariants (no id leased to two users at once,
 counters that only grow, limits a server can see, every lease ends), tried where they broke.
 
 Every check here compares the pool against something independent of it: what the test did,

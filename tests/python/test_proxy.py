@@ -10,18 +10,14 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 
 import httpx
 import pytest
 import trio
 
-from fast_litellm import AsyncHTTPTransport, HTTPTransport, SimpleConnectionPool
+from fast_litellm import AsyncHTTPTransport, HTTPTransport
+from helpers import new_pool
 from servers import ForwardProxy, LLMServer, Server, wait_for
-
-
-def new_pool():
-    return SimpleConnectionPool(f"test-{uuid.uuid4()}", reaper_interval=None)
 
 
 def via_httpx(proxy):

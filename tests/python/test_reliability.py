@@ -10,7 +10,6 @@ import random
 import signal
 import threading
 import time
-import uuid
 
 import httpx
 import pytest
@@ -22,12 +21,9 @@ from fast_litellm import AsyncHTTPTransport, HTTPTransport, SimpleConnectionPool
 from fast_litellm._transport import Outgoing
 from fast_litellm.litellm.state import state
 from servers import ForwardProxy, Server, refused_port
+from helpers import new_pool
 
 SECRET = "sk-PLANTED-0123456789abcdef"
-
-
-def new_pool(**settings_):
-    return SimpleConnectionPool(f"test-{uuid.uuid4()}", reaper_interval=None, **settings_)
 
 
 def fds():

@@ -178,7 +178,7 @@ def test_idle_connections_closed_by_the_server_never_fail_a_request():
 @pytest.mark.parametrize("method, headers", [("GET", {}), ("POST", {"Idempotency-Key": "k1"})])
 def test_a_silently_closed_connection_is_retried_on_a_fresh_one(method, headers):
     # Replayable requests only (an idempotent method, or an idempotency key): a plain POST is
-    # never sent twice behind the caller's back (see test_faithful.py).
+    # never sent twice behind the caller's back (see test_http1.py).
     with Server(close_every=1) as server:
         pool = new_pool()
         with client(pool) as c:

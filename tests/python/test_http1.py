@@ -1,4 +1,4 @@
-"""Issue 9, "a faithful drop-in": fast_litellm's transports next to httpx's own, byte for byte.
+"""HTTP/1.1 as httpx's own transport speaks it: fast_litellm's transports next to httpx's, byte for byte.
 
 Each case runs on both fast_litellm transports (sync and async) and, where httpx's stock
 transport is the reference, on httpx.HTTPTransport / httpx.AsyncHTTPTransport too: the stock
@@ -19,31 +19,18 @@ import struct
 import termios
 import threading
 import time
-import uuid
 
 import httpx
 import pytest
 import trustme
 
-from fast_litellm import AsyncHTTPTransport, HTTPTransport, SimpleConnectionPool
+from fast_litellm import AsyncHTTPTransport, HTTPTransport
+from helpers import eventually as wait_for, new_pool
 from servers import Blackhole, Server, refused_port
 
 OURS = ["ours-sync", "ours-async"]
 STOCK = ["stock-sync", "stock-async"]
 ALL = OURS + STOCK
-
-
-def new_pool(**settings):
-    return SimpleConnectionPool(f"test-{uuid.uuid4()}", reaper_interval=None, **settings)
-
-
-def wait_for(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def request_of(exc: httpx.HTTPError) -> httpx.Request:
@@ -353,7 +340,7 @@ def outcome(call):
         return exc
 
 
-# --- 1. repeated fields, their order and case ------------------------------------------------------
+# --- repeated fields, their order and case ------------------------------------------------------
 
 REPEATED_FIELDS = [
     (b"Set-Cookie", b"a=1; Path=/"),
@@ -367,7 +354,7 @@ REPEATED_FIELDS = [
 
 
 def test_repeated_response_fields_arrive_in_wire_order_and_case(kind):
-    # Issue 9, item 1 (response side): headers.raw is the list the server sent, as stock gives it.
+    # Response side: headers.raw is the list the server sent, as stock gives it.
     response = head("200 OK", *(f"{k.decode()}: {v.decode()}" for k, v in REPEATED_FIELDS)) + b"ok"
     with RawServer(answer_every_request(response)) as server:
         with Client("stock-sync") as reference:
@@ -383,7 +370,7 @@ def test_repeated_response_fields_arrive_in_wire_order_and_case(kind):
 
 
 def test_request_fields_go_out_in_order_with_their_repeats(kind):
-    # Issue 9, item 1 (request side): the same fields as stock httpx sends, Host first, in
+    # Request side: the same fields as stock httpx sends, Host first, in
     # httpx's order, and a field given twice arrives twice, in order. Two documented
     # differences (docs/transports.md): names go out lowercase, and a repeated name is sent
     # together with its first occurrence (hyper's header map groups them); only the order of
@@ -408,7 +395,7 @@ def test_request_fields_go_out_in_order_with_their_repeats(kind):
     assert sent.body == b"abc"
 
 
-# --- 2. every byte before a cut reaches the reader --------------------------------------------------
+# --- every byte before a cut reaches the reader --------------------------------------------------
 
 # (framing, cut): what httpx's stock transport raises once the bytes before the cut are read.
 CUTS = {
@@ -481,7 +468,7 @@ def check_cut(server, results):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", ["ours-async", "stock-async"])
 def test_200_concurrent_streams_get_every_byte_before_a_cut(kind):
-    # Issue 9, item 2 (async): every stream reads all N bytes the server sent, then the error.
+    # Async: every stream reads all N bytes the server sent, then the error.
     async def main(server):
         pool = new_pool(max_connections_per_endpoint=256)
         async with httpx.AsyncClient(transport=make_transport(kind, pool), timeout=30) as c:
@@ -506,7 +493,7 @@ def test_200_concurrent_streams_get_every_byte_before_a_cut(kind):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", ["ours-sync", "stock-sync"])
 def test_threads_streaming_get_every_byte_before_a_cut(kind):
-    # Issue 9, item 2 (sync): the same from 8 threads at once, each through every kind of cut.
+    # Sync: the same from 8 threads at once, each through every kind of cut.
     pool = new_pool(max_connections_per_endpoint=64) if kind in OURS else None
     results, lock = [], threading.Lock()
 
@@ -534,12 +521,12 @@ def test_threads_streaming_get_every_byte_before_a_cut(kind):
         check_cut(server, results)
 
 
-# --- 3. the head is handed over when it arrives ----------------------------------------------------
+# --- the head is handed over when it arrives ----------------------------------------------------
 
 
 @pytest.mark.timeout(30)
 def test_the_response_is_returned_before_a_delayed_body(kind):
-    # Issue 9, item 3: a 100000-byte body whose first 10 bytes come with the head, the rest 3 s
+    # a 100000-byte body whose first 10 bytes come with the head, the rest 3 s
     # later: the response is returned at once, and the body is then read whole.
     body = bytes(i % 251 for i in range(100_000))
     release = threading.Event()
@@ -563,7 +550,7 @@ def test_the_response_is_returned_before_a_delayed_body(kind):
     assert exc is None and data == body
 
 
-# --- 4. no request is sent twice -------------------------------------------------------------------
+# --- no request is sent twice -------------------------------------------------------------------
 
 OK = head("200 OK", "Content-Length: 2") + b"ok"
 
@@ -588,7 +575,7 @@ def send_on_a_reused_connection(kind, method, headers=None):
 
 
 def test_a_post_unanswered_on_a_reused_connection_is_not_sent_again(kind):
-    # Issue 9, item 4: a POST the server read and never answered reaches it once, and the
+    # a POST the server read and never answered reaches it once, and the
     # caller gets RemoteProtocolError (stock httpx: "Server disconnected without sending a response").
     result, receipts = send_on_a_reused_connection(kind, "POST")
     assert (type(result), receipts) == (httpx.RemoteProtocolError, 1)
@@ -597,7 +584,7 @@ def test_a_post_unanswered_on_a_reused_connection_is_not_sent_again(kind):
 @pytest.mark.parametrize("method, headers", [("GET", None), ("POST", {"Idempotency-Key": "k-1"})],
                          ids=["GET", "POST-with-Idempotency-Key"])
 def test_a_replayable_request_may_be_retried_once(kind, method, headers):
-    # Issue 9, item 4: an idempotent or keyed request may be sent once more on a fresh connection
+    # an idempotent or keyed request may be sent once more on a fresh connection
     # (then it succeeds); or it fails like stock httpx. Never more than twice.
     result, receipts = send_on_a_reused_connection(kind, method, headers)
     if isinstance(result, httpx.Response):
@@ -607,7 +594,7 @@ def test_a_replayable_request_may_be_retried_once(kind, method, headers):
 
 
 def test_a_connection_the_server_closed_while_idle_never_fails_a_post(kind):
-    # Issue 9, item 4: the server closes each connection (FIN) after its answer; the next POST
+    # the server closes each connection (FIN) after its answer; the next POST
     # goes on a fresh connection and succeeds, each POST seen once.
     def handler(peer):
         if peer.read_request():
@@ -624,7 +611,7 @@ def test_a_connection_the_server_closed_while_idle_never_fails_a_post(kind):
 
 @pytest.mark.timeout(30)
 def test_posts_after_a_keep_alive_timeout_all_succeed_once(kind):
-    # Issue 9, item 4: the server announces Keep-Alive: timeout=1 and closes connections idle
+    # the server announces Keep-Alive: timeout=1 and closes connections idle
     # for 1 s; POSTs 1.2 s apart all succeed and each is seen once.
     def handler(peer):
         request = peer.read_request()
@@ -640,12 +627,12 @@ def test_posts_after_a_keep_alive_timeout_all_succeed_once(kind):
         assert [r.target for _, r in server.received] == ["/k0", "/k1", "/k2"]
 
 
-# --- 5. a write timeout without a read timeout -------------------------------------------------------
+# --- a write timeout without a read timeout -------------------------------------------------------
 
 
 @pytest.mark.timeout(10)
 def test_write_timeout_fires_when_the_read_timeout_is_none(kind):
-    # Issue 9, item 5: a 50 MB upload to a peer that never reads: WriteTimeout within ~5 s, even
+    # a 50 MB upload to a peer that never reads: WriteTimeout within ~5 s, even
     # with read=None (stock: yes).
     hole = Blackhole()
     try:
@@ -692,7 +679,7 @@ def test_a_pool_of_one_with_a_stream_open(kind, body):
         assert server.connections == 1
 
 
-# --- 6. every error is an httpx error, with its request, in httpx's words ----------------------------
+# --- every error is an httpx error, with its request, in httpx's words ----------------------------
 
 
 def _reset_during_body(peer):
@@ -738,7 +725,7 @@ def test_errors_read_as_httpxs(ours, case):
 
 
 def test_port_0_is_a_connect_error(kind):
-    # Issue 9, item 6: stock httpx tries to connect and gets ConnectError, the request attached.
+    # stock httpx tries to connect and gets ConnectError, the request attached.
     with Client(kind) as c:
         result = outcome(lambda: c.request("GET", "http://127.0.0.1:0/"))
     assert isinstance(result, httpx.ConnectError), result
@@ -746,7 +733,7 @@ def test_port_0_is_a_connect_error(kind):
 
 
 def test_an_out_of_range_port_is_an_httpx_error(ours):
-    # Issue 9, item 6: httpx.URL accepts port 123456 and hands it to the transport. Stock is no
+    # httpx.URL accepts port 123456 and hands it to the transport. Stock is no
     # reference here: the sync transport's resolver wraps it to 57920 (123456 - 65536) and
     # connects there; the async one raises a bare OverflowError inside an ExceptionGroup. Ours
     # must raise an httpx transport error with the request attached.
@@ -764,7 +751,6 @@ def test_an_out_of_range_port_is_an_httpx_error(ours):
 
 
 def test_a_refused_port_is_a_connect_error(kind):
-    # Issue 9, item 6.
     url = f"http://127.0.0.1:{refused_port()}/x"
     with Client(kind) as c:
         result = outcome(lambda: c.request("GET", url))
@@ -773,7 +759,7 @@ def test_a_refused_port_is_a_connect_error(kind):
 
 
 def test_a_malformed_chunk_size_is_a_remote_protocol_error(kind):
-    # Issue 9, item 6: `zz` where a chunk size belongs (stock: "illegal chunk header").
+    # `zz` where a chunk size belongs (stock: "illegal chunk header").
     bad = head("200 OK", "Transfer-Encoding: chunked") + b"zz\r\n"
     with RawServer(answer_once(bad)) as server, Client(kind) as c:
         result = outcome(lambda: c.request("GET", server.url))
@@ -782,7 +768,7 @@ def test_a_malformed_chunk_size_is_a_remote_protocol_error(kind):
 
 @pytest.mark.timeout(30)
 def test_a_reset_during_an_upload_is_an_httpx_error(kind):
-    # Issue 9, item 6: the server resets the connection while a 20 MB body is being written.
+    # the server resets the connection while a 20 MB body is being written.
     # Stock httpx does not raise WriteError here: httpcore sets the write error aside to read a
     # response the server may have sent, and then raises what the read gives (sync:
     # RemoteProtocolError "Server disconnected without sending a response", async: ReadError).
@@ -797,7 +783,7 @@ def test_a_reset_during_an_upload_is_an_httpx_error(kind):
     assert type(result) in (httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError), result
 
 
-# --- 7. parsing the head like stock httpx ----------------------------------------------------------
+# --- parsing the head like stock httpx ----------------------------------------------------------
 
 
 def stock_and_ours(kind, response: bytes, path="/"):
@@ -810,7 +796,7 @@ def stock_and_ours(kind, response: bytes, path="/"):
 
 
 def test_an_obs_fold_continuation_line_is_joined_like_stock(kind):
-    # Issue 9, item 7: `X-Folded: a` continued by `  b` is "a b" (RFC 9112 §5.2: replaced by SP).
+    # `X-Folded: a` continued by `  b` is "a b" (RFC 9112 §5.2: replaced by SP).
     expected, result = stock_and_ours(kind, head("200 OK", "X-Folded: a", "  b", "Content-Length: 2") + b"ok")
     assert expected.headers["x-folded"] == "a b"
     assert isinstance(result, httpx.Response), result
@@ -818,7 +804,6 @@ def test_an_obs_fold_continuation_line_is_joined_like_stock(kind):
 
 
 def test_150_response_fields_are_accepted_like_stock(kind):
-    # Issue 9, item 7.
     fields = [f"X-Field-{i}: value-{i}" for i in range(150)]
     expected, result = stock_and_ours(kind, head("200 OK", *fields, "Content-Length: 2") + b"ok")
     assert len(expected.headers.raw) == 151
@@ -827,7 +812,7 @@ def test_150_response_fields_are_accepted_like_stock(kind):
 
 
 def test_a_transfer_coding_other_than_chunked_is_refused_like_stock(kind):
-    # Issue 9, item 7: `gzip, chunked` (stock: "Only Transfer-Encoding: chunked is supported").
+    # `gzip, chunked` (stock: "Only Transfer-Encoding: chunked is supported").
     response = head("200 OK", "Transfer-Encoding: gzip, chunked") + chunk(b"hello") + b"0\r\n\r\n"
     expected, result = stock_and_ours(kind, response)
     assert type(expected) is httpx.RemoteProtocolError
@@ -835,7 +820,7 @@ def test_a_transfer_coding_other_than_chunked_is_refused_like_stock(kind):
 
 
 def test_an_unsolicited_101_is_refused_like_stock(kind):
-    # Issue 9, item 7: 101 Switching Protocols to a request that asked for no upgrade.
+    # 101 Switching Protocols to a request that asked for no upgrade.
     response = head("101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade") + b"\x81\x00"
     expected, result = stock_and_ours(kind, response)
     assert type(expected) is httpx.RemoteProtocolError
@@ -843,7 +828,6 @@ def test_an_unsolicited_101_is_refused_like_stock(kind):
 
 
 def test_a_custom_reason_phrase_is_kept_like_stock(kind):
-    # Issue 9, item 7.
     expected, result = stock_and_ours(kind, head("200 Totally Fine", "Content-Length: 2") + b"ok")
     assert expected.reason_phrase == "Totally Fine"
     assert result.reason_phrase == expected.reason_phrase
@@ -862,7 +846,7 @@ def tls(tmp_path_factory):
 
 @pytest.mark.parametrize("size", [1_000, 300_000])
 def test_a_close_delimited_tls_body_without_close_notify_is_accepted(kind, tls, size):
-    # Issue 9, item 7: over TLS, a body delimited by the close of the connection (no
+    # over TLS, a body delimited by the close of the connection (no
     # Content-Length, not chunked), closed with a plain TCP close and no TLS close_notify
     # (Python's SSLSocket.close() sends none): stock httpx accepts the whole body.
     context, bundle = tls
@@ -874,12 +858,12 @@ def test_a_close_delimited_tls_body_without_close_notify_is_accepted(kind, tls, 
     assert result.content == body
 
 
-# --- 10. a drain on one endpoint does not hold up another ------------------------------------------
+# --- a drain on one endpoint does not hold up another ------------------------------------------
 
 
 @pytest.mark.timeout(30)
 def test_a_drain_on_one_endpoint_does_not_delay_another(kind):
-    # Issue 9, item 10: a slow 10 MB body from A, closed early, is drained in the background
+    # a slow 10 MB body from A, closed early, is drained in the background
     # (up to drain_timeout=2 s); a request to B meanwhile is answered at once.
     def slow(peer):
         if peer.read_request():
@@ -899,7 +883,7 @@ def test_a_drain_on_one_endpoint_does_not_delay_another(kind):
     assert elapsed < 1.0, f"B answered after {elapsed:.2f} s"
 
 
-# --- 11. cancelled futures in a batch --------------------------------------------------------------
+# --- cancelled futures in a batch --------------------------------------------------------------
 
 
 class Gate(RawServer):
@@ -927,7 +911,7 @@ class Gate(RawServer):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", ["ours-async", "stock-async"])
 def test_cancelling_tasks_as_their_answers_arrive(kind):
-    # Issue 9, item 11: 50 requests held by the server and answered at the same moment; 10 of
+    # 50 requests held by the server and answered at the same moment; 10 of
     # the tasks are cancelled just as the answers arrive. Each round holds the loop a few ms (the
     # answers are waiting when the cancellations land) and then yields to it 0 to 2 times first:
     # a cancel then lands before the results are handed over, or after they were set on their
