@@ -1,11 +1,11 @@
 //! fast_litellm: a real HTTP connection pool for LiteLLM, in Rust.
 //!
 //! `pool` is the pool core (pure Rust), `http` the HTTP engine built on it (tokio, hyper,
-//! rustls), `python` (feature `python`) the PyO3 bindings.
+//! rustls), `bindings` (feature `python`) the PyO3 bindings that make it the `fast_litellm._core` module.
 #![forbid(unsafe_code)]
 
 pub mod http;
 pub mod pool;
 
 #[cfg(feature = "python")]
-mod python;
+mod bindings;

@@ -35,7 +35,7 @@ Cert = Union[str, tuple[str, str], None]
 
 
 class Outgoing(NamedTuple):
-    """One request as the engine takes it, read by name (``Outgoing`` in src/python/engine.rs):
+    """One request as the engine takes it, read by name (``Outgoing`` in src/bindings/engine.rs):
     an httpx request's parts as httpx encoded them."""
 
     method: str

@@ -3,7 +3,7 @@
 //! timeouts are measured against.
 
 use super::head::{Capture, MAX_FIELDS, MAX_HEAD_SIZE};
-use super::http2::{self, Counted, Http2Conn, KeepAlive, Streams};
+use super::http2::{self, Counted, Http2Conn, KeepAlive, EndpointHttp};
 use super::socket::Socket;
 use super::clock::{nanos, now};
 use super::{HttpError, Timeouts};
@@ -33,7 +33,7 @@ pub enum Sender {
     Http2(Http2Conn),
 }
 
-type Http1Connection = http1::Connection<TokioIo<Tracked<Stream>>, RequestBody>;
+type Http1Connection = http1::Connection<TokioIo<Tracked<Io>>, RequestBody>;
 
 /// What reads and writes a connection's socket.
 pub(super) enum Driver {
@@ -122,7 +122,7 @@ impl HttpConn {
 }
 
 impl Connection for HttpConn {
-    type PerEndpoint = Arc<Streams>;
+    type PerEndpoint = Arc<EndpointHttp>;
 
     /// Nobody reads an idle HTTP/1.1 connection (its driver runs only for a request), so the
     /// socket is looked at, as httpcore does before reusing a connection: a peer's close (its
@@ -299,19 +299,19 @@ impl<S> Tracked<S> {
 
 /// The bytes' way: TCP, or TLS over a stream (over TCP, or over TLS to an https proxy whose
 /// tunnel carries the origin's TLS).
-pub(super) enum Stream {
+pub(super) enum Io {
     Plain(Socket),
-    Tls(Box<TlsStream<Stream>>),
+    Tls(Box<TlsStream<Io>>),
 }
 
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {
-            Stream::Plain($s) => {
+            Io::Plain($s) => {
                 let $s = Pin::new($s);
                 $e
             }
-            Stream::Tls($s) => {
+            Io::Tls($s) => {
                 let $s = Pin::new($s.as_mut());
                 $e
             }
@@ -319,7 +319,7 @@ macro_rules! delegate {
     };
 }
 
-impl AsyncRead for Stream {
+impl AsyncRead for Io {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match delegate!(self, s => s.poll_read(cx, buf)) {
             // A TLS peer that closes without close_notify: the end of the stream, as httpx (and
@@ -331,7 +331,7 @@ impl AsyncRead for Stream {
     }
 }
 
-impl AsyncWrite for Stream {
+impl AsyncWrite for Io {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         delegate!(self, s => s.poll_write(cx, data))
     }
@@ -340,8 +340,8 @@ impl AsyncWrite for Stream {
     }
     fn is_write_vectored(&self) -> bool {
         match self {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -368,7 +368,7 @@ pub struct Dialer {
 /// Opens a connection: DNS (cached), TCP (addresses tried as dns.rs says), TLS for https, the HTTP handshake
 /// (HTTP/2 when TLS's ALPN agreed on it or with prior knowledge, else HTTP/1.1).
 /// The whole is bounded by the connect timeout.
-pub async fn connect(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>, timeouts: &Timeouts) -> Result<HttpConn, HttpError> {
+pub async fn connect(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<EndpointHttp>, timeouts: &Timeouts) -> Result<HttpConn, HttpError> {
     let started = std::time::Instant::now();
     let work = open(endpoint, dialer, streams);
     let conn = match timeouts.connect {
@@ -380,7 +380,7 @@ pub async fn connect(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams
 }
 
 /// TLS over `stream` to `server_name` (the origin, or an https proxy).
-async fn tls_handshake(stream: Stream, server_name: &str, config: &Arc<ClientConfig>) -> Result<Box<TlsStream<Stream>>, HttpError> {
+async fn tls_handshake(stream: Io, server_name: &str, config: &Arc<ClientConfig>) -> Result<Box<TlsStream<Io>>, HttpError> {
     let tls = TlsConnector::from(config.clone())
         .connect(super::tls::server_name(server_name)?, stream)
         .await
@@ -412,7 +412,7 @@ impl Opened {
     }
 }
 
-async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> Result<HttpConn, HttpError> {
+async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<EndpointHttp>) -> Result<HttpConn, HttpError> {
     let host = endpoint.host_bare();
     let proxy = match endpoint.via() {
         Some(via) => Some(super::proxy::get(via).ok_or_else(|| HttpError::Config("unknown proxy".into()))?),
@@ -429,9 +429,9 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> R
     let socket = std::net::TcpStream::from(
         std::os::fd::AsFd::as_fd(&tcp).try_clone_to_owned().map_err(|e| HttpError::Connect(e.to_string()))?,
     );
-    let mut stream = Stream::Plain(Socket::from(tcp));
+    let mut stream = Io::Plain(Socket::from(tcp));
     if let Some(proxy) = proxy.as_ref().filter(|p| p.scheme == Scheme::Https) {
-        stream = Stream::Tls(tls_handshake(stream, &proxy.host, &dialer.proxy_tls).await?);
+        stream = Io::Tls(tls_handshake(stream, &proxy.host, &dialer.proxy_tls).await?);
     }
     let mut tls_info = None;
     let (stream, http2, addressing) = match (endpoint.scheme(), &proxy) {
@@ -451,7 +451,7 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<Streams>) -> R
             kind.fetch_add(1, Relaxed);
             let http2 = session.alpn_protocol() == Some(b"h2");
             tls_info = Some(TlsInfo::of(session));
-            (Stream::Tls(tls), http2, Addressing::Origin)
+            (Io::Tls(tls), http2, Addressing::Origin)
         }
     };
     let activity = Arc::new(Activity::default());

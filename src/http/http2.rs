@@ -2,7 +2,7 @@
 //!
 //! The pool counts an HTTP/2 connection once, like any other. While streams are in flight on
 //! it, the connection is out of the pool under one lease, held here in its endpoint's
-//! [`Streams`], and further requests take streams on it up to the server's
+//! [`EndpointHttp`], and further requests take streams on it up to the server's
 //! `SETTINGS_MAX_CONCURRENT_STREAMS`; only when every connection is full does a request ask the
 //! pool for another (within the pool's limits). When its last stream ends the connection goes
 //! back to the pool as idle, where expiry and health checks apply to it as to any other.
@@ -130,7 +130,7 @@ impl Http2Conn {
 pub(super) async fn handshake<T>(
     io: T,
     keep_alive: KeepAlive,
-    streams: Arc<Streams>,
+    streams: Arc<EndpointHttp>,
 ) -> Result<(Http2Conn, tokio::task::AbortHandle), HttpError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -211,7 +211,7 @@ async fn sleep_or_never(interval: Option<Duration>) {
 /// connections counted by protocol. One per endpoint of a pool (the pool keeps it beside the
 /// endpoint's slots).
 #[derive(Default)]
-pub struct Streams {
+pub struct EndpointHttp {
     /// Lock order: taken inside the pool's locks (stats read it under the endpoint map), so no
     /// pool lock is ever taken under it: leases that end here are dropped after it is released.
     lent: Mutex<Lent>,
@@ -266,7 +266,7 @@ pub(super) enum Next {
     Pool,
 }
 
-impl Streams {
+impl EndpointHttp {
     pub fn stats(&self) -> EndpointHttpStats {
         let streams_in_use = self.lent.lock().conns.iter().map(|c| c.in_use).sum();
         let (tls_handshakes_full, tls_handshakes_resumed) = self.opened.tls_handshakes();
@@ -382,7 +382,7 @@ impl Streams {
     }
 }
 
-/// What [`Streams::carry`] made of a lease.
+/// What [`EndpointHttp::carry`] made of a lease.
 pub(super) enum Carried {
     /// An HTTP/2 connection, now carrying the caller's stream.
     Stream(Stream),
@@ -392,7 +392,7 @@ pub(super) enum Carried {
 
 /// An open connection counted under its protocol, until dropped.
 pub(super) struct Counted {
-    streams: Arc<Streams>,
+    streams: Arc<EndpointHttp>,
     version: Version,
 }
 
@@ -403,7 +403,7 @@ impl Drop for Counted {
 }
 
 /// A connection being opened; dropping it (opened or failed) lets waiting requests look again.
-pub(super) struct Opening(Arc<Streams>);
+pub(super) struct Opening(Arc<EndpointHttp>);
 
 impl Drop for Opening {
     fn drop(&mut self) {
@@ -413,7 +413,7 @@ impl Drop for Opening {
 }
 
 /// A request waiting for room on a connection being opened.
-pub(super) struct Waiting(Arc<Streams>);
+pub(super) struct Waiting(Arc<EndpointHttp>);
 
 impl Drop for Waiting {
     fn drop(&mut self) {
@@ -423,7 +423,7 @@ impl Drop for Waiting {
 
 /// One stream of a connection, held while its request and response are in flight.
 pub struct Stream {
-    streams: Arc<Streams>,
+    streams: Arc<EndpointHttp>,
     key: u64,
     conn: Http2Conn,
     /// The connection, when this stream's request opened it.

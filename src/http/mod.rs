@@ -22,7 +22,7 @@ pub use body::Body;
 pub use conn::{ConnectionInfo, HttpConn, TlsInfo};
 pub use error::HttpError;
 pub(crate) use error::python_os_message;
-pub use http2::{EndpointHttpStats, KeepAlive, Streams};
+pub use http2::{EndpointHttpStats, KeepAlive, EndpointHttp};
 pub use runtime::{block_on, fork_generation, reset_after_fork, spawn};
 
 use crate::pool::{CloseReason, Endpoint, EndpointRef, Lease, Pool, Scheme};
@@ -175,8 +175,8 @@ impl Client {
         let mut retried = false;
         loop {
             let (attempt, new_connection) = match self.connection(pool, &endpoint_ref, &request).await? {
-                Conn::Http1(in_flight, new_connection) => (self.send_http1(in_flight, new_connection, &request).await, new_connection),
-                Conn::Http2(stream) => {
+                Channel::Http1(in_flight, new_connection) => (self.send_http1(in_flight, new_connection, &request).await, new_connection),
+                Channel::Http2(stream) => {
                     let new_connection = stream.opened.is_some();
                     (self.send_http2(stream, &request).await, new_connection)
                 }
@@ -297,22 +297,22 @@ impl Client {
 
     /// A connection to send on: an HTTP/1.1 connection under a lease, or a stream on an
     /// HTTP/2 connection. Opens one if the pool hands out a new slot.
-    async fn connection(&self, pool: &Pool<HttpConn>, endpoint_ref: &EndpointRef<HttpConn>, request: &RequestParts) -> Result<Conn, HttpError> {
+    async fn connection(&self, pool: &Pool<HttpConn>, endpoint_ref: &EndpointRef<HttpConn>, request: &RequestParts) -> Result<Channel, HttpError> {
         let streams = endpoint_ref.per_endpoint();
         let offers_http2 = self.offers_http2(&request.endpoint);
         let lease = match offers_http2 {
             true => match checkout_http2(pool, endpoint_ref, streams, request.timeouts.pool).await? {
-                Offer::Stream(stream) => return Ok(Conn::Http2(stream)),
+                Offer::Stream(stream) => return Ok(Channel::Http2(stream)),
                 Offer::Lease(lease) => lease,
             },
             false => checkout(pool, endpoint_ref, request.timeouts.pool).await?,
         };
         let mut lease = match streams.carry(lease, false) {
-            http2::Carried::Stream(stream) => return Ok(Conn::Http2(stream)),
+            http2::Carried::Stream(stream) => return Ok(Channel::Http2(stream)),
             http2::Carried::Not(lease) => lease,
         };
         if lease.conn().is_some() {
-            return Ok(Conn::Http1(InFlight::Lease(Some(lease)), false));
+            return Ok(Channel::Http1(InFlight::Lease(Some(lease)), false));
         }
         // Others offering HTTP/2 may wait for this connection rather than open their own.
         let _opening = offers_http2.then(|| streams.opening());
@@ -324,12 +324,12 @@ impl Client {
             }
         }
         match streams.carry(lease, true) {
-            http2::Carried::Stream(stream) => Ok(Conn::Http2(stream)),
+            http2::Carried::Stream(stream) => Ok(Channel::Http2(stream)),
             http2::Carried::Not(lease) => {
                 if offers_http2 {
                     streams.speaks_http1();
                 }
-                Ok(Conn::Http1(InFlight::Lease(Some(lease)), true))
+                Ok(Channel::Http1(InFlight::Lease(Some(lease)), true))
             }
         }
     }
@@ -446,7 +446,7 @@ fn field_lines(headers: &http::HeaderMap) -> Vec<(Bytes, Bytes)> {
 }
 
 /// What a request is sent on.
-enum Conn {
+enum Channel {
     /// An HTTP/1.1 connection, and whether it was opened for this request.
     Http1(InFlight, bool),
     Http2(http2::Stream),
@@ -465,7 +465,7 @@ enum Offer {
 async fn checkout_http2(
     pool: &Pool<HttpConn>,
     endpoint_ref: &EndpointRef<HttpConn>,
-    streams: &Arc<Streams>,
+    streams: &Arc<EndpointHttp>,
     limit: Option<Duration>,
 ) -> Result<Offer, HttpError> {
     let deadline = limit.map(|limit| tokio::time::Instant::now() + limit);

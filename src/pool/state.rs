@@ -21,7 +21,7 @@ use thread_local::ThreadLocal;
 /// 4. an `origins` shard, then an `ids` shard, then an `entries` shard (DashMap shards: one at
 ///    a time, never held across a call that could take another);
 /// 5. one endpoint's `state` ([`EndpointSlots`]; never two endpoints' at once);
-/// 6. the layer above's per-endpoint locks (the HTTP engine's `Streams`, read by stats under
+/// 6. the layer above's per-endpoint locks (the HTTP engine's `EndpointHttp`, read by stats under
 ///    an `entries` shard), which take no pool lock.
 ///
 /// What the chain looks like in practice: serving the queue holds 1 and 2 while a checkout takes

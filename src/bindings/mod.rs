@@ -11,7 +11,8 @@ use crate::pool::{seconds, ConnId, Endpoint, Lease, Pool, EndpointRef, Settings}
 use errors::{endpoint_error, pool_timeout, settings_error, wrong_type};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
-use registry::{Conn, NamedPool};
+use crate::http::HttpConn;
+use registry::NamedPool;
 use once_cell::sync::OnceCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 pub(crate) const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_POOL_NAME_LEN: usize = 256;
 
-fn route_arg(pool: &Pool<Conn>, obj: &Bound<'_, PyAny>) -> PyResult<EndpointRef<Conn>> {
+fn endpoint_arg(pool: &Pool<HttpConn>, obj: &Bound<'_, PyAny>) -> PyResult<EndpointRef<HttpConn>> {
     let s = obj.cast::<PyString>().map_err(|_| wrong_type("endpoint", "a str", obj))?;
     pool.endpoint_ref_str(s.to_str()?).map_err(endpoint_error)
 }
@@ -115,7 +116,7 @@ fn settings_dict<'py>(py: Python<'py>, s: &Settings) -> PyResult<Bound<'py, PyDi
     Ok(d)
 }
 
-fn stats_dict<'py>(py: Python<'py>, name: &str, pool: &Pool<Conn>) -> PyResult<Bound<'py, PyDict>> {
+fn stats_dict<'py>(py: Python<'py>, name: &str, pool: &Pool<HttpConn>) -> PyResult<Bound<'py, PyDict>> {
     let (s, settings) = (&pool.stats(), &pool.settings());
     let engine: HashMap<String, EndpointHttpStats> = pool.per_endpoint(|streams| streams.stats()).into_iter().collect();
     let d = PyDict::new(py);
@@ -174,7 +175,7 @@ fn histogram_dict<'py>(py: Python<'py>, h: &HistogramSnapshot) -> PyResult<Bound
 }
 
 /// Takes a connection, waiting (GIL released, first come first served) up to `timeout`.
-fn acquire_lease(py: Python<'_>, pool: &Pool<Conn>, endpoint_ref: &EndpointRef<Conn>, timeout: Option<Duration>) -> PyResult<Lease<Conn>> {
+fn acquire_lease(py: Python<'_>, pool: &Pool<HttpConn>, endpoint_ref: &EndpointRef<HttpConn>, timeout: Option<Duration>) -> PyResult<Lease<HttpConn>> {
     let mut ticket = match pool.get_or_queue(endpoint_ref) {
         Ok(lease) => return hand_over(py, lease),
         Err(ticket) => ticket,
@@ -297,7 +298,7 @@ impl PySimpleConnectionPool {
     fn acquire<'py>(&self, py: Python<'py>, endpoint: &Bound<'py, PyAny>, timeout: Option<f64>) -> PyResult<Bound<'py, PyString>> {
         let timeout = timeout_arg(timeout, "timeout")?;
         let pool = self.handle.pool();
-        let endpoint_ref = route_arg(&pool, endpoint)?;
+        let endpoint_ref = endpoint_arg(&pool, endpoint)?;
         let lease = acquire_lease(py, &pool, &endpoint_ref, timeout)?;
         Ok(id_str(py, pool.check_out_by_id(lease)))
     }
@@ -307,7 +308,7 @@ impl PySimpleConnectionPool {
     #[pyo3(signature = (endpoint, timeout = None))]
     fn connection(&self, endpoint: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<ConnectionContext> {
         Ok(ConnectionContext {
-            endpoint: route_arg(&self.handle.pool(), endpoint)?.endpoint().clone(),
+            endpoint: endpoint_arg(&self.handle.pool(), endpoint)?.endpoint().clone(),
             handle: self.handle.clone(),
             timeout: timeout_arg(timeout, "timeout")?,
             state: parking_lot::Mutex::new(ContextState::Ready),

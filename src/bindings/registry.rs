@@ -4,16 +4,14 @@ use crate::pool::{Pool, Settings, SettingsError};
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 use std::borrow::Cow;
+use crate::http::HttpConn;
 use std::collections::HashMap;
-
-/// What a pooled slot holds for pools reached from Python: a real connection, once opened.
-pub type Conn = crate::http::HttpConn;
 
 pub const DEFAULT_POOL: &str = "default";
 
 /// Only touched while holding the GIL, so the thread that forks (holding the GIL) never finds
 /// it locked by another thread.
-static POOLS: Lazy<Mutex<HashMap<String, Pool<Conn>>>> = Lazy::new(Default::default);
+static POOLS: Lazy<Mutex<HashMap<String, Pool<HttpConn>>>> = Lazy::new(Default::default);
 
 /// Settings of the default pool: defaults, then `FAST_LITELLM_*` environment variables.
 pub fn default_settings() -> Result<Settings, SettingsError> {
@@ -24,7 +22,7 @@ pub fn default_settings() -> Result<Settings, SettingsError> {
 #[derive(Clone)]
 pub struct NamedPool {
     pub name: String,
-    pool: Pool<Conn>,
+    pool: Pool<HttpConn>,
     /// The process generation it was made in: after a fork, the handle looks its pool up again.
     generation: usize,
 }
@@ -54,7 +52,7 @@ impl NamedPool {
     }
 
     /// The pool; in a forked child, the child's own pool of the same name.
-    pub fn pool(&self) -> Cow<'_, Pool<Conn>> {
+    pub fn pool(&self) -> Cow<'_, Pool<HttpConn>> {
         if self.generation == crate::http::fork_generation() {
             return Cow::Borrowed(&self.pool);
         }
