@@ -97,6 +97,11 @@ async def aconsume(result, stream):
     if stream:
         async for _ in result:
             pass
+        # The async twin of settle(), for both columns: a stream's connection goes back to its
+        # pool in a callback a moment after the last chunk (aiohttp's release, our drain); a
+        # call made before the loop ran it opens another connection, whatever the pool. Seen
+        # under load: plain LiteLLM's async anthropic stream counted "one per call" once.
+        await asyncio.sleep(0.05)
 
 
 def our_requests():

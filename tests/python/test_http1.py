@@ -25,7 +25,7 @@ import pytest
 import trustme
 
 from fast_litellm import AsyncHTTPTransport, HTTPTransport
-from helpers import eventually as wait_for, new_pool
+from helpers import SyncFace, eventually as wait_for, new_pool
 from servers import Blackhole, Server, refused_port
 
 OURS = ["ours-sync", "ours-async"]
@@ -206,34 +206,19 @@ def make_transport(kind, pool=None, verify=True, max_connections=512, **ours):
     return cls(verify=verify, limits=httpx.Limits(max_connections=max_connections))
 
 
-class Client:
-    """An httpx client over one of the four transports (`kind`), with a sync face: the async
-    ones run on a private event loop, so each test is written once."""
+class Client(SyncFace):
+    """An httpx client over one of the four transports (`kind`), sync-faced (see SyncFace)."""
 
     def __init__(self, kind, *, pool=None, verify=True, ours=None, timeout=10.0, max_connections=512):
-        self.kind = kind
-        self.is_async = kind.endswith("async")
         if pool is None and kind in OURS:
             pool = new_pool(max_connections=max_connections, max_connections_per_endpoint=max_connections)
         self.pool = pool
         transport = make_transport(kind, self.pool, verify=verify, max_connections=max_connections, **(ours or {}))
-        if self.is_async:
-            self.loop = asyncio.new_event_loop()
-            self.client = httpx.AsyncClient(transport=transport, timeout=timeout)
-        else:
-            self.client = httpx.Client(transport=transport, timeout=timeout)
-
-    def _run(self, awaitable):
-        return self.loop.run_until_complete(awaitable)
+        super().__init__(kind, transport, timeout)
 
     @property
     def cookies(self):
         return self.client.cookies
-
-    def request(self, method, url, **kw) -> httpx.Response:
-        if self.is_async:
-            return self._run(self.client.request(method, url, **kw))
-        return self.client.request(method, url, **kw)
 
     @contextlib.contextmanager
     def stream(self, method, url, **kw):
@@ -250,20 +235,6 @@ class Client:
             if stream._iterator is not None:
                 self._run(stream._iterator.aclose())
             self._run(manager.__aexit__(None, None, None))
-
-    def close(self):
-        if self.is_async:
-            self._run(self.client.aclose())
-            self._run(self.loop.shutdown_asyncgens())
-            self.loop.close()
-        else:
-            self.client.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class Stream:

@@ -29,7 +29,7 @@ import pytest
 
 import fast_litellm
 from h2server import H2Server, pattern
-from helpers import eventually as wait_for, new_pool
+from helpers import SyncFace, eventually as wait_for, new_pool
 
 ALL = ["stock-sync", "stock-async", "ours-sync", "ours-async"]
 ASYNC = ["stock-async", "ours-async"]
@@ -83,28 +83,13 @@ def resets_of(server, path) -> list[int]:
     return [code for conn, sid, code in server.resets() if (conn, sid) in streams]
 
 
-class Client:
-    """An httpx client over one of the four transports (`kind`), with a sync face: the async ones
-    run on a private event loop, so each test is written once."""
+class Client(SyncFace):
+    """An httpx client over one of the four transports (`kind`), sync-faced (see SyncFace)."""
 
     def __init__(self, kind, server, *, pool=None, http1=True, http2=True, timeout=10.0):
-        self.kind = kind
-        self.is_async = kind.endswith("async")
         self.pool = pool if pool is not None or not ours(kind) else new_pool()
         self.transport = make_transport(kind, server, self.pool, http1=http1, http2=http2)
-        if self.is_async:
-            self.loop = asyncio.new_event_loop()
-            self.client = httpx.AsyncClient(transport=self.transport, timeout=timeout)
-        else:
-            self.client = httpx.Client(transport=self.transport, timeout=timeout)
-
-    def _run(self, awaitable):
-        return self.loop.run_until_complete(awaitable)
-
-    def request(self, method, url, **kw) -> httpx.Response:
-        if self.is_async:
-            return self._run(self.client.request(method, url, **kw))
-        return self.client.request(method, url, **kw)
+        super().__init__(kind, self.transport, timeout)
 
     def get(self, url, **kw) -> httpx.Response:
         return self.request("GET", url, **kw)
@@ -139,20 +124,6 @@ class Client:
         finally:
             self._run(chunks.aclose())
             self._run(manager.__aexit__(None, None, None))
-
-    def close(self):
-        if self.is_async:
-            self._run(self.client.aclose())
-            self._run(self.loop.shutdown_asyncgens())
-            self.loop.close()
-        else:
-            self.client.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 @pytest.fixture(params=ALL)

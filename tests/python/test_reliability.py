@@ -21,7 +21,7 @@ from fast_litellm import AsyncHTTPTransport, HTTPTransport, SimpleConnectionPool
 from fast_litellm._transport import Outgoing
 from fast_litellm.litellm.state import state
 from servers import ForwardProxy, Server, refused_port
-from helpers import new_pool
+from helpers import eventually, new_pool
 
 SECRET = "sk-PLANTED-0123456789abcdef"
 
@@ -42,12 +42,7 @@ def threads():
 
 
 def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    return eventually(condition, timeout)
 
 
 def close_idle(pool):
