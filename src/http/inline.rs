@@ -145,13 +145,16 @@ pub fn block_on<F: Future>(mut future: Pin<&mut F>, slice: Duration) -> Option<F
             forget_wanted();
             return Some(out);
         }
-        if signal.state.compare_exchange(POLLING, WAITING, AcqRel, Acquire).is_err() {
-            continue; // woken while polling: poll again at once
-        }
+        // Woken while polling: poll again at once, but never past the slice (a future that wakes
+        // itself at every poll would otherwise keep the caller from checking for Ctrl-C).
+        let woken = signal.state.compare_exchange(POLLING, WAITING, AcqRel, Acquire).is_err();
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             forget_wanted();
             return None;
+        }
+        if woken {
+            continue;
         }
         wait(&signal, left);
         next_pass();
