@@ -3,7 +3,7 @@
 //! timeouts are measured against.
 
 use super::head::{Capture, MAX_FIELDS, MAX_HEAD_SIZE};
-use super::http2::{self, Counted, Http2Conn, KeepAlive, EndpointHttp};
+use super::http2::{self, Counted, EndpointHttp, Http2Conn, KeepAlive};
 use super::socket::Socket;
 use super::clock::{nanos, now};
 use super::{HttpError, Timeouts};
