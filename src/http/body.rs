@@ -3,7 +3,8 @@
 
 use super::conn::Activity;
 use super::error::{HttpError, Phase, Received};
-use super::{head, http1, http2, inline, runtime, watch, ClientStats, DrainPolicy, InFlight, Timeouts};
+use super::{head, http1, http2, inline, runtime, watch, ClientStats, DrainPolicy, Timeouts};
+use super::checkout::InFlight;
 use crate::pool::CloseReason;
 use bytes::Bytes;
 use hyper::body::Body as _;

@@ -3,7 +3,8 @@
 
 use super::conn::{self, Activity};
 use super::error::{peer_closed, python_os_message, HttpError, Phase};
-use super::{head, watch, Failure, InFlight, RequestParts, Sent};
+use super::checkout::InFlight;
+use super::{head, watch, Failure, RequestParts, Sent};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
