@@ -4,6 +4,8 @@ mod bridge;
 mod engine;
 mod errors;
 mod registry;
+mod response;
+mod run;
 
 use crate::http::EndpointHttpStats;
 use crate::pool::{HistogramSnapshot, BUCKET_BOUNDS};
@@ -559,8 +561,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The transports' defaults for draining a body closed early (`DrainPolicy::DEFAULT`).
     m.add("DRAIN_BYTES", crate::http::DrainPolicy::DEFAULT.max_bytes)?;
     m.add("DRAIN_SECONDS", crate::http::DrainPolicy::DEFAULT.max_time.as_secs_f64())?;
-    m.add_class::<engine::PyResponse>()?;
-    m.add_class::<engine::CancelHandle>()?;
+    m.add_class::<response::PyResponse>()?;
+    m.add_class::<run::CancelHandle>()?;
     m.add_function(wrap_pyfunction!(get_connection, m)?)?;
     m.add_function(wrap_pyfunction!(return_connection, m)?)?;
     m.add_function(wrap_pyfunction!(remove_connection, m)?)?;
