@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 LITELLM_VERSION := 1.110.2
 # What the LiteLLM Proxy (`litellm --config`) imports in that release besides LiteLLM's own
 # dependencies, by name (its `proxy` extra does not resolve from the registry here), and
-# prometheus_client: for tests/python/test_litellm_proxy.py and docs/litellm-proxy.md.
+# prometheus_client: for tests/python/with_litellm/test_litellm_proxy.py and docs/litellm-proxy.md.
 LITELLM_PROXY_DEPS := "fastapi>=0.136.3,<1" "uvicorn>=0.33,<1" "uvloop>=0.22.1,<1" "orjson>=3.11.6,<4" \
 	"apscheduler>=3.11.2,<4" "backoff>=2.2.1,<3" "python-multipart>=0.0.27,<1" "pyjwt>=2.13,<3" \
 	"websockets>=15.0.1,<16" "rq>=2.7,<3" "semver>=3.0.4,<4" "expression>=5.6,<6" "fastapi-sso>=0.19,<1" \
@@ -27,9 +27,10 @@ HTTPX_VERSION := 0.29.0
 HTTPX_OLDER := 0.28.1
 # The suites that say how the transports behave, and those that say what LiteLLM gets: run again
 # on the older httpx, and (transports) with `import httpx` resolving to httpx2.
-TRANSPORT_SUITES := test_transport.py test_http1.py test_trace.py test_http2.py test_proxy.py test_proxy_pool.py \
-	test_libraries.py
-LITELLM_SUITES := test_litellm.py test_litellm_hooks.py test_litellm_http2.py test_litellm_coverage.py test_openai_sdk.py
+TRANSPORT_SUITES := transports/test_transport.py http1/test_http1.py transports/test_trace.py http2/test_http2.py \
+	proxies/test_proxy.py proxies/test_proxy_pool.py transports/test_libraries.py
+LITELLM_SUITES := with_litellm/test_litellm.py with_litellm/test_litellm_hooks.py with_litellm/test_litellm_http2.py \
+	with_litellm/test_litellm_coverage.py with_litellm/test_openai_sdk.py
 
 # What the pytest suite needs besides the package (its own dependencies come with it). httpx2
 # comes with LiteLLM's openai (3.x), on CPython 3.11+.
@@ -83,7 +84,7 @@ wheel: $(VENV)/.deps ## build the abi3 wheel (CPython 3.10+) and the sdist into 
 
 .PHONY: check-wheel
 check-wheel: wheel ## build the wheel, install it into a fresh virtualenv, import it and send a request
-	$(PY) -m pytest -q tests/python/test_install.py
+	$(PY) -m pytest -q tests/python/package/test_install.py
 
 # The oldest and newest CPython the abi3 wheel supports. pyenv's interpreters when present, else
 # pythonX.Y on the PATH; an absent one is reported as skipped, never passed over in silence.

@@ -8,10 +8,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 
 from fast_litellm import SimpleConnectionPool
+
+# The shared harness (this directory: servers, workloads run as processes of their own) and the
+# repository's root; the tests themselves are in subdirectories, one per concern.
+HARNESS = Path(__file__).resolve().parent
+ROOT = HARNESS.parents[1]
 
 
 def new_pool(**settings) -> SimpleConnectionPool:

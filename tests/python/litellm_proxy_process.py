@@ -1,5 +1,5 @@
 """The LiteLLM Proxy as an operator starts it (`litellm --config cfg.yaml --num_workers N`), in a
-process group of its own, for tests/python/test_litellm_proxy.py and benches/test_litellm_proxy.py."""
+process group of its own, for tests/python/with_litellm/test_litellm_proxy.py and benches/test_litellm_proxy.py."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Every async request finishes: thousands of requests through fast_litellm's async transport with
 timeouts of 1 us to a few ms on every phase (pool, connect, write, read) and cancellations landing
 at random points (asyncio.wait_for, task.cancel(), anyio cancel scopes; trio runs too), each
-watched by a bound far above its own timeouts. Shared by tests/python/test_never_hang.py (short)
+watched by a bound far above its own timeouts. Shared by tests/python/reliability/test_never_hang.py (short)
 and tests/stress/test_stress.py (long).
 
 What is counted per request: a response read whole, an httpx error (which class), a

@@ -1,6 +1,6 @@
 """A randomized workload on the pool's id API, checked against a ledger the test keeps itself.
 
-Used by tests/python/test_pool_invariants.py (a few seconds) and tests/stress/test_stress.py
+Used by tests/python/pool/test_pool_invariants.py (a few seconds) and tests/stress/test_stress.py
 (a minute or more). The ledger, not the pool's own statistics, is the oracle:
 
 - an id held by one thread is never handed (by get_connection, acquire or connection()) to

@@ -4,7 +4,7 @@ first round, every further round must find what the first left, no more. A finis
 kept its connection, its buffers or a future would show as connections the server accepted
 again, descriptors or resident memory that grow from round to round, or tasks left pending.
 
-Shared by tests/python/test_stream_rounds.py (short, in `make test`) and the stress run.
+Shared by tests/python/reliability/test_stream_rounds.py (short, in `make test`) and the stress run.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 transports, reversibly), and status().
 
 These hook points together carry every request LiteLLM 1.110 sends from Python (see
-docs/litellm.md; its coverage table comes from tests/python/test_litellm_coverage.py):
+docs/litellm.md; its coverage table comes from tests/python/with_litellm/test_litellm_coverage.py):
 
 * ``litellm.client_session`` / ``litellm.aclient_session``: the httpx clients the openai SDK
   uses for OpenAI-compatible models;

@@ -12,20 +12,19 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import HARNESS, ROOT
 
-HERE = Path(__file__).parent
-DOC = HERE.parents[1] / "docs" / "litellm.md"
-START, END = "<!-- coverage table: tests/python/test_litellm_coverage.py -->", "<!-- end of coverage table -->"
+DOC = ROOT / "docs" / "litellm.md"
+START, END = "<!-- coverage table: tests/python/with_litellm/test_litellm_coverage.py -->", "<!-- end of coverage table -->"
 
 
 def drive(*args: str, **env) -> dict:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("FAST_LITELLM_", "LITELLM_RUST"))}
     environment.update(env)
-    result = subprocess.run([sys.executable, str(HERE / "litellm_coverage.py"), *args], capture_output=True,
-                            text=True, timeout=300, env=environment, cwd=HERE)
+    result = subprocess.run([sys.executable, str(HARNESS / "litellm_coverage.py"), *args], capture_output=True,
+                            text=True, timeout=300, env=environment, cwd=HARNESS)
     assert result.returncode == 0, result.stderr[-5000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

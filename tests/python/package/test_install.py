@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from helpers import ROOT
 from servers import Server
 
-ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "dist"
 VERSION = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
 SOURCES = [ROOT / "Cargo.toml", ROOT / "pyproject.toml", *(ROOT / "src").rglob("*.rs"),

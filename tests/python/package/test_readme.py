@@ -5,11 +5,10 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
+from helpers import ROOT
 from servers import LLMServer, Server, refused_port
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_readme_litellm_example_runs_against_the_bundled_server(tmp_path):

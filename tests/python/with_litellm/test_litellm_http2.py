@@ -29,17 +29,16 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import h2.errors
 import pytest
 
 from h2server import H2Server
+from helpers import HARNESS
 
 pytestmark = pytest.mark.timeout(120)
 
-HERE = Path(__file__).parent
-WORKLOAD = HERE / "litellm_http2_workload.py"
+WORKLOAD = HARNESS / "litellm_http2_workload.py"
 PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 # What the workload does per provider (see litellm_http2_workload.py).
 SYNC, SYNC_STREAMING, ASYNC, ASYNC_STREAMING = 4, 2, 4, 2
@@ -102,7 +101,7 @@ def runs():
             server.llm_delay = 0.1  # concurrent calls overlap on the server
             server.llm_stream_pause = 0.4  # streams stay open while the workload looks at the pool
             processes[name] = subprocess.Popen(
-                [sys.executable, str(WORKLOAD), server.url, how], cwd=HERE, text=True,
+                [sys.executable, str(WORKLOAD), server.url, how], cwd=HARNESS, text=True,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(SSL_CERT_FILE=server.ca_path, **env))
 
         def wait(name):

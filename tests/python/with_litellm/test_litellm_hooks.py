@@ -14,14 +14,13 @@ import subprocess
 import sys
 import textwrap
 import types
-from pathlib import Path
 
 import pytest
 import trustme
 
+from helpers import HARNESS
 from servers import LLMServer
 
-HERE = Path(__file__).parent
 PRELUDE = """
 import asyncio, json, os, ssl, sys
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
@@ -63,7 +62,7 @@ def run(code: str, url: str, **env) -> dict:
                                                                               "PROMETHEUS_", "AIOHTTP_"))}
     environment.update(TEST_URL=url, **env)
     result = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], capture_output=True,
-                            text=True, timeout=240, env=environment, cwd=HERE)
+                            text=True, timeout=240, env=environment, cwd=HARNESS)
     assert result.returncode == 0, result.stderr[-5000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -354,7 +353,7 @@ def test_metrics_of_several_processes_through_the_multiprocess_files(server, tmp
         print(json.dumps({"ok": ok, "metrics": fast_litellm.status()["metrics"]}))
     """
     workers = [subprocess.Popen([sys.executable, "-c", PRELUDE + textwrap.dedent(worker)], stdout=subprocess.PIPE,
-                                text=True, env={**os.environ, "TEST_URL": server.url, **env}, cwd=HERE)
+                                text=True, env={**os.environ, "TEST_URL": server.url, **env}, cwd=HARNESS)
                for _ in range(2)]
     reports = [json.loads(w.communicate(timeout=120)[0].strip().splitlines()[-1]) for w in workers]
     assert all(all(r["ok"]) for r in reports)

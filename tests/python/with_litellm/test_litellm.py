@@ -9,21 +9,20 @@ import ssl
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import pytest
 import trustme
 
+from helpers import HARNESS
 from servers import LLMServer
 
 
-HERE = Path(__file__).parent
 ALL_PHASES_REQUESTS = 5 + 20 + 2 * (5 + 50 + 10)
 
 
 def run(order, provider, url, phases="all", **env):
     result = subprocess.run(
-        [sys.executable, str(HERE / "litellm_workload.py"), order, provider, url, phases],
+        [sys.executable, str(HARNESS / "litellm_workload.py"), order, provider, url, phases],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **env},
     )
