@@ -96,10 +96,15 @@ def forget_bridges() -> None:
 _trio_bridges: Any = None  # a trio.lowlevel.RunVar: each trio run's bridge, forgotten at run end
 
 
+def in_trio() -> bool:
+    """Whether the caller runs under trio (also under anyio, and in trio's guest mode)."""
+    return _running_library.name is not None and sniffio.current_async_library() == "trio"
+
+
 def backend() -> tuple:
     """A future factory and the bridge for the running event loop: asyncio's, or a trio run's
     (also under anyio)."""
-    if _running_library.name is not None and sniffio.current_async_library() == "trio":
+    if in_trio():
         return _TrioFuture, _trio_bridge()
     loop = asyncio.get_running_loop()
     return loop.create_future, _asyncio_bridge(loop)

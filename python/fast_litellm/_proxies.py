@@ -10,11 +10,9 @@ import asyncio
 import base64
 from typing import Any, Optional
 
-import sniffio
-
 from fast_litellm import _core, _locks
 from fast_litellm._library import Library
-from fast_litellm._loops import _running_library
+from fast_litellm._loops import in_trio
 
 __all__ = ["ProxyRouter"]
 
@@ -102,7 +100,7 @@ class ProxyRouter:
 
     def _loop_proxies(self) -> "_LoopProxies":
         """The running event loop's async proxy transports (called with the lock held)."""
-        if _running_library.name is not None and sniffio.current_async_library() == "trio":
+        if in_trio():
             return self._trio_proxies()
         loop = asyncio.get_running_loop()
         proxies = self._loops.get(loop)

@@ -16,7 +16,7 @@ import pytest
 
 import fast_litellm
 from local_server import Server, throwaway_tls
-from servers import ForwardProxy, wait_for
+from servers import ForwardProxy
 
 KINDS = ["ours", "httpx"]
 
