@@ -1,9 +1,9 @@
 //! A response body: read chunk by chunk (waiting, or taking what has arrived), given back to
 //! the pool at its end, drained in the background when closed early.
 
-use super::conn::Activity;
+use super::activity::{watch, Activity};
 use super::error::{HttpError, Phase, Received};
-use super::{head, http1, http2, inline, runtime, watch, ClientStats, DrainPolicy, Timeouts};
+use super::{head, http1, http2, inline, runtime, ClientStats, DrainPolicy, Timeouts};
 use super::checkout::InFlight;
 use crate::pool::CloseReason;
 use bytes::Bytes;

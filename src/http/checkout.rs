@@ -3,7 +3,8 @@
 //! it holds while in flight.
 
 use super::http2::{self, EndpointHttp};
-use super::{conn, Client, HttpConn, HttpError, RequestParts};
+use super::conn::{self, Sender};
+use super::{Client, HttpConn, HttpError, RequestParts};
 use crate::pool::{CloseReason, EndpointRef, Lease, Pool};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +22,9 @@ impl Client {
             },
             false => checkout(pool, endpoint_ref, request.timeouts.pool).await?,
         };
-        let mut lease = match streams.carry(lease, false) {
-            http2::Carried::Stream(stream) => return Ok(Channel::Http2(stream)),
-            http2::Carried::Not(lease) => lease,
+        let mut lease = match carry(streams, lease, false) {
+            Carried::Stream(stream) => return Ok(Channel::Http2(stream)),
+            Carried::Not(lease) => lease,
         };
         if lease.conn().is_some() {
             return Ok(Channel::Http1(InFlight::Lease(Some(lease)), false));
@@ -37,9 +38,9 @@ impl Client {
                 return Err(e);
             }
         }
-        match streams.carry(lease, true) {
-            http2::Carried::Stream(stream) => Ok(Channel::Http2(stream)),
-            http2::Carried::Not(lease) => {
+        match carry(streams, lease, true) {
+            Carried::Stream(stream) => Ok(Channel::Http2(stream)),
+            Carried::Not(lease) => {
                 if offers_http2 {
                     streams.speaks_http1();
                 }
@@ -47,6 +48,24 @@ impl Client {
             }
         }
     }
+}
+
+/// What [`carry`] made of a lease.
+enum Carried {
+    /// An HTTP/2 connection, now carrying the caller's stream.
+    Stream(http2::Stream),
+    /// Not an HTTP/2 connection (HTTP/1.1, or not connected yet): the lease as it was.
+    Not(Lease<HttpConn>),
+}
+
+/// Takes a leased HTTP/2 connection out of the pool to carry streams, the first the caller's
+/// (`new_connection`: the caller's request opened it). Any other lease comes back as it is.
+fn carry(streams: &Arc<EndpointHttp>, lease: Lease<HttpConn>, new_connection: bool) -> Carried {
+    let (conn, info) = match lease.conn() {
+        Some(HttpConn { sender: Sender::Http2(conn), info, .. }) => (conn.clone(), info.clone()),
+        _ => return Carried::Not(lease),
+    };
+    Carried::Stream(streams.carry(Box::new(lease), conn, new_connection.then_some(info)))
 }
 
 /// What a request is sent on.

@@ -1,13 +1,14 @@
-//! One connection: TCP, TLS where the scheme is https, HTTP/1.1 (hyper's client) or HTTP/2 (see
-//! `http2`) on top, and a record of the socket's progress that HTTP/1.1's read and write
-//! timeouts are measured against.
+//! One connection: opened (TCP, TLS where the scheme is https, HTTP/1.1 with hyper's client or
+//! HTTP/2 with `http2` on top), driven, and looked at before it is reused.
 
-use super::head::{Capture, MAX_FIELDS, MAX_HEAD_SIZE};
-use super::http2::{self, Counted, EndpointHttp, Http2Conn, KeepAlive};
-use super::socket::Socket;
+use super::activity::{Activity, Tracked};
 use super::clock::{nanos, now};
+use super::head::{MAX_FIELDS, MAX_HEAD_SIZE};
+use super::http2::{self, Counted, EndpointHttp, Http2Conn, KeepAlive};
+use super::info::{ConnectionInfo, TlsInfo};
+use super::socket::Socket;
 use super::{HttpError, Timeouts};
-use crate::pool::{Connection, Endpoint, Histogram, Scheme};
+use crate::pool::{Connection, Endpoint, Scheme};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::http1;
@@ -16,7 +17,7 @@ use rustls::ClientConfig;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -162,141 +163,6 @@ impl Drop for HttpConn {
     }
 }
 
-/// What a new connection reports to httpx's `trace` extension (`connect_tcp`'s and `start_tls`'s
-/// network streams): the socket's two ends (the proxy's, when one is on the way) and the TLS
-/// session with the origin.
-#[derive(Debug, Clone)]
-pub struct ConnectionInfo {
-    pub peer: std::net::SocketAddr,
-    pub local: std::net::SocketAddr,
-    pub tls: Option<TlsInfo>,
-}
-
-/// A TLS session, in the words of Python's `ssl.SSLObject`: `version()` ("TLSv1.3"),
-/// `cipher()`'s name (IANA's), `selected_alpn_protocol()`.
-#[derive(Debug, Clone)]
-pub struct TlsInfo {
-    pub version: &'static str,
-    pub cipher: String,
-    pub alpn: Option<String>,
-}
-
-impl TlsInfo {
-    fn of(session: &rustls::ClientConnection) -> TlsInfo {
-        let version = match session.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-            _ => "unknown",
-        };
-        // rustls names TLS 1.3 suites TLS13_*, IANA (and OpenSSL) TLS_*.
-        let cipher = session.negotiated_cipher_suite().and_then(|s| s.suite().as_str()).unwrap_or("unknown");
-        let cipher = cipher.strip_prefix("TLS13_").map_or_else(|| cipher.to_owned(), |rest| format!("TLS_{rest}"));
-        let alpn = session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
-        TlsInfo { version, cipher, alpn }
-    }
-}
-
-/// When the socket last made progress, since when a write has been stuck, whether a write
-/// failed, and the bytes read while a response head is awaited.
-#[derive(Debug, Default)]
-pub struct Activity {
-    last_progress: AtomicU64,
-    write_blocked_since: AtomicU64,
-    write_failed: AtomicBool,
-    pub head: Capture,
-}
-
-const NOT_BLOCKED: u64 = 0;
-
-impl Activity {
-    pub fn touch(&self) {
-        self.last_progress.store(now(), Relaxed);
-    }
-
-    /// True once writing to the socket failed (so an I/O error is a write error).
-    pub fn write_failed(&self) -> bool {
-        self.write_failed.load(Relaxed)
-    }
-
-    /// The moment a timeout fires if nothing moves, and which timeout it is: the write timeout
-    /// while a write is stuck, else the read timeout (also while a write is stuck with no write
-    /// timeout: a request never waits without a bound it was given).
-    pub fn deadline(&self, timeouts: &Timeouts) -> Option<(u64, HttpError)> {
-        let blocked = self.write_blocked_since.load(Relaxed);
-        if let (true, Some(t)) = (blocked != NOT_BLOCKED, timeouts.write) {
-            return Some((blocked + nanos(t), HttpError::WriteTimeout));
-        }
-        timeouts.read.map(|t| (self.last_progress.load(Relaxed) + nanos(t), HttpError::ReadTimeout))
-    }
-}
-
-/// The socket, with its progress recorded in [`Activity`].
-pub(super) struct Tracked<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
-            self.activity.head.record(&buf.filled()[before..]);
-        }
-        result
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, data);
-        self.note_write(&result);
-        result
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.note_write(&result);
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-impl<S> Tracked<S> {
-    fn note_write<T>(&self, result: &Poll<io::Result<T>>) {
-        match result {
-            Poll::Pending => {
-                if self.activity.write_blocked_since.load(Relaxed) == NOT_BLOCKED {
-                    self.activity.write_blocked_since.store(now().max(1), Relaxed);
-                }
-            }
-            Poll::Ready(result) => {
-                self.activity.write_blocked_since.store(NOT_BLOCKED, Relaxed);
-                if result.is_err() {
-                    self.activity.write_failed.store(true, Relaxed);
-                }
-                self.activity.touch();
-            }
-        }
-    }
-}
-
 /// The bytes' way: TCP, or TLS over a stream (over TCP, or over TLS to an https proxy whose
 /// tunnel carries the origin's TLS).
 pub(super) enum Io {
@@ -396,22 +262,6 @@ pub enum Addressing {
     Absolute { authorization: Option<http::HeaderValue> },
 }
 
-/// What opening an endpoint's connections cost: TLS handshakes by kind, and the time from the
-/// name lookup to a connection ready for requests (successful opens only).
-#[derive(Debug, Default)]
-pub struct Opened {
-    tls_full: AtomicU64,
-    tls_resumed: AtomicU64,
-    pub time: Histogram,
-}
-
-impl Opened {
-    /// (full, resumed) TLS handshakes so far.
-    pub fn tls_handshakes(&self) -> (u64, u64) {
-        (self.tls_full.load(Relaxed), self.tls_resumed.load(Relaxed))
-    }
-}
-
 async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<EndpointHttp>) -> Result<HttpConn, HttpError> {
     let host = endpoint.host_bare();
     let proxy = match endpoint.via() {
@@ -444,11 +294,7 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<EndpointHttp>)
             }
             let tls = tls_handshake(stream, host, &dialer.tls).await?;
             let session = tls.get_ref().1;
-            let kind = match session.handshake_kind() {
-                Some(rustls::HandshakeKind::Resumed) => &streams.opened.tls_resumed,
-                _ => &streams.opened.tls_full,
-            };
-            kind.fetch_add(1, Relaxed);
+            streams.opened.tls_handshake(session.handshake_kind() == Some(rustls::HandshakeKind::Resumed));
             let http2 = session.alpn_protocol() == Some(b"h2");
             tls_info = Some(TlsInfo::of(session));
             (Io::Tls(tls), http2, Addressing::Origin)
@@ -456,7 +302,7 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<EndpointHttp>)
     };
     let activity = Arc::new(Activity::default());
     activity.touch();
-    let io = Tracked { inner: stream, activity: activity.clone() };
+    let io = Tracked::new(stream, activity.clone());
     let (sender, driver, version) = if http2 {
         let (conn, task) = http2::handshake(io, dialer.keep_alive, streams.clone()).await?;
         (Sender::Http2(conn), Driver::Task(task), http::Version::HTTP_2)

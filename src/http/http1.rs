@@ -1,10 +1,11 @@
 //! HTTP/1.1: one request at a time on a leased connection (hyper's client, driven by whoever
 //! holds the connection), and hyper's errors in httpx's classes.
 
-use super::conn::{self, Activity};
+use super::activity::{watch, Activity};
+use super::conn;
 use super::error::{peer_closed, python_os_message, HttpError, Phase};
 use super::checkout::InFlight;
-use super::{head, watch, Failure, RequestParts, Sent};
+use super::{head, Failure, RequestParts, Sent};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;

@@ -1,8 +1,10 @@
 //! The HTTP engine's client: a request's way through checkout (a pooled connection, or a stream
 //! of a shared HTTP/2 connection), exchange, retry and response, and the request types both
 //! protocols share. Knows nothing of Python. The protocols are `http1` (hyper) and `http2` (h2),
-//! the checkout `checkout`, the body `body`, the connection `conn`, errors `error`.
+//! the checkout `checkout`, the body `body`, the connection `conn`, its progress and the timeouts
+//! measured against it `activity`, errors `error`.
 
+mod activity;
 mod body;
 mod checkout;
 mod clock;
@@ -12,6 +14,7 @@ pub mod dns;
 mod error;
 mod head;
 mod http1;
+mod info;
 pub mod http2;
 pub mod inline;
 pub mod proxy;
@@ -20,7 +23,8 @@ mod socket;
 pub mod tls;
 
 pub use body::Body;
-pub use conn::{ConnectionInfo, HttpConn, TlsInfo};
+pub use conn::HttpConn;
+pub use info::{ConnectionInfo, TlsInfo};
 pub use error::HttpError;
 pub(crate) use error::python_os_message;
 pub use http2::{EndpointHttp, EndpointHttpStats, KeepAlive};
@@ -30,7 +34,7 @@ use crate::pool::{CloseReason, Endpoint, Lease, Pool, Scheme};
 use body::Incoming;
 use checkout::{Channel, InFlight};
 use bytes::Bytes;
-use conn::{Activity, Dialer};
+use conn::Dialer;
 use error::Received;
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Version};
@@ -423,42 +427,6 @@ enum Sent {
     /// Never sent again: part of a response arrived, a timeout fired, or the request itself is
     /// at fault.
     Final,
-}
-
-/// Runs `work` while the read and write timeouts are measured against the socket's progress.
-/// Each applies on its own: a write that makes no progress for the write timeout fails even
-/// when there is no read timeout, and the other way round.
-async fn watch<F: Future>(activity: &Activity, timeouts: &Timeouts, work: F) -> Result<F::Output, HttpError> {
-    if timeouts.read.is_none() && timeouts.write.is_none() {
-        return Ok(work.await);
-    }
-    tokio::pin!(work);
-    loop {
-        let now = clock::now();
-        let deadline = activity.deadline(timeouts);
-        if let Some((deadline, error)) = &deadline {
-            if *deadline <= now {
-                return Err(error.clone());
-            }
-        }
-        // A write may get stuck while we sleep: look again within one write timeout (and not
-        // in a busy loop when that timeout is zero), unless the deadline already is the write
-        // timeout's. Decided from `deadline` alone: a second look at the write state could see
-        // a write blocked since, and leave a request with a write timeout waiting unbounded.
-        let write_deadline = matches!(deadline, Some((_, HttpError::WriteTimeout)));
-        let next_write_check = timeouts.write.filter(|_| !write_deadline).map(|w| now + clock::nanos(w).max(1_000_000));
-        let wake = match (deadline, next_write_check) {
-            (Some((d, _)), Some(w)) => d.min(w),
-            (Some((d, _)), None) => d,
-            (None, Some(w)) => w,
-            (None, None) => return Ok(work.await),
-        };
-        tokio::select! {
-            biased;
-            out = &mut work => return Ok(out),
-            _ = tokio::time::sleep(Duration::from_nanos(wake - now)) => {}
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,12 @@
 //! An endpoint's HTTP/2 connections that carry streams now (out of the pool under one lease each),
 //! the streams handed out on them, and the endpoint's open connections counted by protocol.
 
-use super::super::conn::{ConnectionInfo, HttpConn, Opened, Sender};
+use super::super::info::ConnectionInfo;
 use super::connection::{Http2Conn, Listener};
-use crate::pool::{HistogramSnapshot, Lease};
+use crate::pool::{Histogram, HistogramSnapshot};
 use http::Version;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -44,12 +44,17 @@ struct Lent {
     speaks_http1: bool,
 }
 
+/// The pool's lease of a carried connection, held only to be dropped, which gives the connection
+/// back to the pool. Opaque here: the connection's type names this table as its endpoint's
+/// companion, so the table does not name it back.
+pub(crate) type HeldLease = Box<dyn Send>;
+
 /// A connection out of the pool, carrying streams.
 struct Carrier {
     key: u64,
     in_use: usize,
     conn: Http2Conn,
-    lease: Lease<HttpConn>,
+    lease: HeldLease,
 }
 
 /// What the engine knows of an endpoint: open connections by protocol, HTTP/2 streams in
@@ -62,6 +67,28 @@ pub struct EndpointHttpStats {
     pub tls_handshakes_full: u64,
     pub tls_handshakes_resumed: u64,
     pub connect_time: HistogramSnapshot,
+}
+
+/// What opening an endpoint's connections cost: TLS handshakes by kind, and the time from the
+/// name lookup to a connection ready for requests (successful opens only).
+#[derive(Debug, Default)]
+pub struct Opened {
+    tls_full: AtomicU64,
+    tls_resumed: AtomicU64,
+    pub time: Histogram,
+}
+
+impl Opened {
+    /// Counts a TLS handshake, resumed (a session ticket) or full.
+    pub(crate) fn tls_handshake(&self, resumed: bool) {
+        let kind = if resumed { &self.tls_resumed } else { &self.tls_full };
+        kind.fetch_add(1, Relaxed);
+    }
+
+    /// (full, resumed) TLS handshakes so far.
+    pub fn tls_handshakes(&self) -> (u64, u64) {
+        (self.tls_full.load(Relaxed), self.tls_resumed.load(Relaxed))
+    }
 }
 
 /// What an HTTP/2-capable request does next at an endpoint.
@@ -125,13 +152,9 @@ impl EndpointHttp {
         Next::Pool
     }
 
-    /// Takes a leased HTTP/2 connection out of the pool to carry streams; the first is the
-    /// caller's. Any other lease (HTTP/1.1, or not connected yet) comes back as it is.
-    pub(crate) fn carry(self: &Arc<Self>, lease: Lease<HttpConn>, new_connection: bool) -> Carried {
-        let (conn, info) = match lease.conn() {
-            Some(HttpConn { sender: Sender::Http2(conn), info, .. }) => (conn.clone(), info.clone()),
-            _ => return Carried::Not(lease),
-        };
+    /// Carries a leased HTTP/2 connection out of the pool, with the caller's stream as its
+    /// first; `opened` when the caller's request opened it.
+    pub(crate) fn carry(self: &Arc<Self>, lease: HeldLease, conn: Http2Conn, opened: Option<Arc<ConnectionInfo>>) -> Stream {
         let key = {
             let mut lent = self.lent.lock();
             let key = lent.next_key;
@@ -141,7 +164,7 @@ impl EndpointHttp {
             key
         };
         self.changed.notify_waiters();
-        Carried::Stream(Stream { streams: self.clone(), key, conn, opened: new_connection.then_some(info) })
+        Stream { streams: self.clone(), key, conn, opened }
     }
 
     /// A connection is being opened by a client that offers HTTP/2: others may wait for it.
@@ -188,14 +211,6 @@ impl EndpointHttp {
             carrier.conn.close();
         }
     }
-}
-
-/// What [`EndpointHttp::carry`] made of a lease.
-pub(crate) enum Carried {
-    /// An HTTP/2 connection, now carrying the caller's stream.
-    Stream(Stream),
-    /// Not an HTTP/2 connection (HTTP/1.1, or not connected yet): the lease as it was.
-    Not(Lease<HttpConn>),
 }
 
 /// An open connection counted under its protocol, until dropped.

@@ -16,9 +16,9 @@ mod endpoint;
 pub use connection::KeepAlive;
 pub(crate) use connection::{handshake, Http2Conn};
 pub use endpoint::{EndpointHttp, EndpointHttpStats};
-pub(crate) use endpoint::{Carried, Counted, Next, Stream};
+pub(crate) use endpoint::{Counted, Next, Stream};
 
-use super::conn::Activity;
+use super::activity::{watch, Activity};
 use super::error::{peer_closed, HttpError, Phase, Received};
 use super::{Failure, RequestParts, Sent};
 use bytes::Bytes;
@@ -102,7 +102,7 @@ pub(super) async fn exchange(stream: &Stream, request: &RequestParts) -> Result<
     // Kept until the response head is here: dropping it would reset the stream.
     let _body = body;
     let timeouts = super::Timeouts { read: request.timeouts.read, ..super::Timeouts::default() };
-    match super::watch(&activity, &timeouts, response).await {
+    match watch(&activity, &timeouts, response).await {
         Ok(Ok(response)) => {
             let (parts, body) = response.into_parts();
             activity.touch();
