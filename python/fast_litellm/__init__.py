@@ -69,7 +69,7 @@ def _after_fork_in_child() -> None:
     _locks.reset_after_fork()
     # 1. Pools and runtime: empty pools of the same names, and a tokio runtime of the child's own
     #    (the parent's worker threads are gone; its connections are the parent's).
-    _core._reset_after_fork()
+    _core.reset_after_fork()
     # 2. Event-loop bridges: their eventfds are shared with the parent; a loop used in the child
     #    gets a bridge of its own.
     forget_bridges()

@@ -36,7 +36,7 @@ __all__ = [
     "pool_names",
     "configure_dns_cache",
     "get_dns_cache_stats",
-    "_reset_after_fork",
+    "reset_after_fork",
 ]
 
 __version__: str
@@ -305,5 +305,5 @@ class _DnsCacheStats(TypedDict):
 def configure_dns_cache(ttl: float | None) -> None:
     """How long name lookups are kept, process-wide (0 or None: not kept; default 300 s)."""
 def get_dns_cache_stats() -> _DnsCacheStats: ...
-def _reset_after_fork() -> None:
+def reset_after_fork() -> None:
     """Called in a forked child: every pool starts empty."""

@@ -546,7 +546,7 @@ fn pool_names() -> Vec<String> {
 
 /// Called in the child by `os.register_at_fork`: every pool starts empty.
 #[pyfunction]
-fn _reset_after_fork() {
+fn reset_after_fork() {
     registry::reset_after_fork();
 }
 
@@ -573,6 +573,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pool_names, m)?)?;
     m.add_function(wrap_pyfunction!(configure_dns_cache, m)?)?;
     m.add_function(wrap_pyfunction!(get_dns_cache_stats, m)?)?;
-    m.add_function(wrap_pyfunction!(_reset_after_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(reset_after_fork, m)?)?;
     Ok(())
 }
