@@ -120,7 +120,7 @@ fn settings_dict<'py>(py: Python<'py>, s: &Settings) -> PyResult<Bound<'py, PyDi
 
 fn stats_dict<'py>(py: Python<'py>, name: &str, pool: &Pool<HttpConn>) -> PyResult<Bound<'py, PyDict>> {
     let (s, settings) = (&pool.stats(), &pool.settings());
-    let engine: HashMap<String, EndpointHttpStats> = pool.per_endpoint(|streams| streams.stats()).into_iter().collect();
+    let engine: HashMap<String, EndpointHttpStats> = pool.per_endpoint(|endpoint_http| endpoint_http.stats()).into_iter().collect();
     let d = PyDict::new(py);
     d.set_item("pool_name", name)?;
     d.set_item("total_connections", s.total())?;

@@ -13,16 +13,16 @@ impl Client {
     /// A connection to send on: an HTTP/1.1 connection under a lease, or a stream on an
     /// HTTP/2 connection. Opens one if the pool hands out a new slot.
     pub(super) async fn connection(&self, pool: &Pool<HttpConn>, endpoint_ref: &EndpointRef<HttpConn>, request: &RequestParts) -> Result<Channel, HttpError> {
-        let streams = endpoint_ref.per_endpoint();
+        let endpoint_http = endpoint_ref.per_endpoint();
         let offers_http2 = self.offers_http2(&request.endpoint);
         let lease = match offers_http2 {
-            true => match checkout_http2(pool, endpoint_ref, streams, request.timeouts.pool).await? {
+            true => match checkout_http2(pool, endpoint_ref, endpoint_http, request.timeouts.pool).await? {
                 Offer::Stream(stream) => return Ok(Channel::Http2(stream)),
                 Offer::Lease(lease) => lease,
             },
             false => checkout(pool, endpoint_ref, request.timeouts.pool).await?,
         };
-        let mut lease = match carry(streams, lease, false) {
+        let mut lease = match carry(endpoint_http, lease, false) {
             Carried::Stream(stream) => return Ok(Channel::Http2(stream)),
             Carried::Not(lease) => lease,
         };
@@ -30,19 +30,19 @@ impl Client {
             return Ok(Channel::Http1(InFlight::Lease(Some(lease)), false));
         }
         // Others offering HTTP/2 may wait for this connection rather than open their own.
-        let _opening = offers_http2.then(|| streams.opening());
-        match conn::connect(&request.endpoint, &self.dialer, streams, &request.timeouts).await {
+        let _opening = offers_http2.then(|| endpoint_http.opening());
+        match conn::connect(&request.endpoint, &self.dialer, endpoint_http, &request.timeouts).await {
             Ok(conn) => lease.set_conn(conn),
             Err(e) => {
                 Lease::discard(lease, CloseReason::ConnectFailed);
                 return Err(e);
             }
         }
-        match carry(streams, lease, true) {
+        match carry(endpoint_http, lease, true) {
             Carried::Stream(stream) => Ok(Channel::Http2(stream)),
             Carried::Not(lease) => {
                 if offers_http2 {
-                    streams.speaks_http1();
+                    endpoint_http.speaks_http1();
                 }
                 Ok(Channel::Http1(InFlight::Lease(Some(lease)), true))
             }
@@ -60,12 +60,12 @@ enum Carried {
 
 /// Takes a leased HTTP/2 connection out of the pool to carry streams, the first the caller's
 /// (`new_connection`: the caller's request opened it). Any other lease comes back as it is.
-fn carry(streams: &Arc<EndpointHttp>, lease: Lease<HttpConn>, new_connection: bool) -> Carried {
+fn carry(endpoint_http: &Arc<EndpointHttp>, lease: Lease<HttpConn>, new_connection: bool) -> Carried {
     let (conn, info) = match lease.conn() {
         Some(HttpConn { sender: Sender::Http2(conn), info, .. }) => (conn.clone(), info.clone()),
         _ => return Carried::Not(lease),
     };
-    Carried::Stream(streams.carry(Box::new(lease), conn, new_connection.then_some(info)))
+    Carried::Stream(endpoint_http.carry(Box::new(lease), conn, new_connection.then_some(info)))
 }
 
 /// What a request is sent on.
@@ -88,7 +88,7 @@ enum Offer {
 async fn checkout_http2(
     pool: &Pool<HttpConn>,
     endpoint_ref: &EndpointRef<HttpConn>,
-    streams: &Arc<EndpointHttp>,
+    endpoint_http: &Arc<EndpointHttp>,
     limit: Option<Duration>,
 ) -> Result<Offer, HttpError> {
     let deadline = limit.map(|limit| tokio::time::Instant::now() + limit);
@@ -101,10 +101,10 @@ async fn checkout_http2(
     // Queued in the pool, a request keeps its place while it looks for streams again.
     let mut ticket = None;
     loop {
-        let changed = streams.changed();
+        let changed = endpoint_http.changed();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        match streams.next() {
+        match endpoint_http.next() {
             http2::Next::Stream(stream) => return Ok(Offer::Stream(stream)),
             http2::Next::Wait(waiting) if ticket.is_none() => {
                 tokio::select! {

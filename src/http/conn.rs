@@ -234,14 +234,14 @@ pub struct Dialer {
 /// Opens a connection: DNS (cached), TCP (addresses tried as dns.rs says), TLS for https, the HTTP handshake
 /// (HTTP/2 when TLS's ALPN agreed on it or with prior knowledge, else HTTP/1.1).
 /// The whole is bounded by the connect timeout.
-pub async fn connect(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<EndpointHttp>, timeouts: &Timeouts) -> Result<HttpConn, HttpError> {
+pub async fn connect(endpoint: &Endpoint, dialer: &Dialer, endpoint_http: &Arc<EndpointHttp>, timeouts: &Timeouts) -> Result<HttpConn, HttpError> {
     let started = std::time::Instant::now();
-    let work = open(endpoint, dialer, streams);
+    let work = open(endpoint, dialer, endpoint_http);
     let conn = match timeouts.connect {
         Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| HttpError::ConnectTimeout)?,
         None => work.await,
     }?;
-    streams.opened.time.observe(started.elapsed());
+    endpoint_http.opened.time.observe(started.elapsed());
     Ok(conn)
 }
 
@@ -262,7 +262,7 @@ pub enum Addressing {
     Absolute { authorization: Option<http::HeaderValue> },
 }
 
-async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<EndpointHttp>) -> Result<HttpConn, HttpError> {
+async fn open(endpoint: &Endpoint, dialer: &Dialer, endpoint_http: &Arc<EndpointHttp>) -> Result<HttpConn, HttpError> {
     let host = endpoint.host_bare();
     let proxy = match endpoint.via() {
         Some(via) => Some(super::proxy::get(via).ok_or_else(|| HttpError::Config("unknown proxy".into()))?),
@@ -294,7 +294,7 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<EndpointHttp>)
             }
             let tls = tls_handshake(stream, host, &dialer.tls).await?;
             let session = tls.get_ref().1;
-            streams.opened.tls_handshake(session.handshake_kind() == Some(rustls::HandshakeKind::Resumed));
+            endpoint_http.opened.tls_handshake(session.handshake_kind() == Some(rustls::HandshakeKind::Resumed));
             let http2 = session.alpn_protocol() == Some(b"h2");
             tls_info = Some(TlsInfo::of(session));
             (Io::Tls(tls), http2, Addressing::Origin)
@@ -304,7 +304,7 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<EndpointHttp>)
     activity.touch();
     let io = Tracked::new(stream, activity.clone());
     let (sender, driver, version) = if http2 {
-        let (conn, task) = http2::handshake(io, dialer.keep_alive, streams.clone()).await?;
+        let (conn, task) = http2::handshake(io, dialer.keep_alive, endpoint_http.clone()).await?;
         (Sender::Http2(conn), Driver::Task(task), http::Version::HTTP_2)
     } else {
         let (sender, connection) = http1::Builder::new()
@@ -330,6 +330,6 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, streams: &Arc<EndpointHttp>)
         tls: endpoint.scheme() == Scheme::Https || proxy.is_some_and(|p| p.scheme == Scheme::Https),
         addressing,
         reuse_until: AtomicU64::new(0),
-        _counted: streams.count(version),
+        _counted: endpoint_http.count(version),
     })
 }

@@ -216,7 +216,7 @@ impl Client {
     pub async fn prewarm(&self, pool: &Pool<HttpConn>, origin: Endpoint, wanted: usize, connect: Option<Duration>) -> (usize, Option<HttpError>) {
         let endpoint = self.endpoint(origin, None);
         let endpoint_ref = pool.endpoint_ref(&endpoint);
-        let streams = endpoint_ref.per_endpoint();
+        let endpoint_http = endpoint_ref.per_endpoint();
         let timeouts = Timeouts { connect, ..Timeouts::default() };
         let mut leases = Vec::new();
         let mut first_error = None;
@@ -237,7 +237,7 @@ impl Client {
             let opened = join_all(opening.into_iter().map(|mut lease| {
                 let (endpoint, timeouts) = (&endpoint, &timeouts);
                 async move {
-                    match conn::connect(endpoint, &self.dialer, streams, timeouts).await {
+                    match conn::connect(endpoint, &self.dialer, endpoint_http, timeouts).await {
                         Ok(conn) => {
                             lease.set_conn(conn);
                             Ok(lease)

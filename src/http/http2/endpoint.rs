@@ -118,7 +118,7 @@ impl EndpointHttp {
     /// Counts an open connection of `version` until the returned token is dropped.
     pub(crate) fn count(self: &Arc<Self>, version: Version) -> Counted {
         self.counter(version).fetch_add(1, Relaxed);
-        Counted { streams: self.clone(), version }
+        Counted { endpoint_http: self.clone(), version }
     }
 
     fn counter(&self, version: Version) -> &AtomicUsize {
@@ -141,7 +141,7 @@ impl EndpointHttp {
         if let Some(carrier) = lent.conns.iter_mut().find(|c| c.conn.room(c.in_use)) {
             carrier.in_use += 1;
             let (key, conn) = (carrier.key, carrier.conn.clone());
-            return Next::Stream(Stream { streams: self.clone(), key, conn, opened: None });
+            return Next::Stream(Stream { endpoint_http: self.clone(), key, conn, opened: None });
         }
         let unsettled = lent.conns.iter().filter(|c| !c.conn.is_settled() && c.conn.is_open()).count();
         let expected = (lent.opening + unsettled) * (EXPECTED_STREAMS - 1);
@@ -164,7 +164,7 @@ impl EndpointHttp {
             key
         };
         self.changed.notify_waiters();
-        Stream { streams: self.clone(), key, conn, opened }
+        Stream { endpoint_http: self.clone(), key, conn, opened }
     }
 
     /// A connection is being opened by a client that offers HTTP/2: others may wait for it.
@@ -215,13 +215,13 @@ impl EndpointHttp {
 
 /// An open connection counted under its protocol, until dropped.
 pub(crate) struct Counted {
-    streams: Arc<EndpointHttp>,
+    endpoint_http: Arc<EndpointHttp>,
     version: Version,
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.streams.counter(self.version).fetch_sub(1, Relaxed);
+        self.endpoint_http.counter(self.version).fetch_sub(1, Relaxed);
     }
 }
 
@@ -246,7 +246,7 @@ impl Drop for Waiting {
 
 /// One stream of a connection, held while its request and response are in flight.
 pub struct Stream {
-    streams: Arc<EndpointHttp>,
+    endpoint_http: Arc<EndpointHttp>,
     key: u64,
     pub(super) conn: Http2Conn,
     /// The connection, when this stream's request opened it.
@@ -261,13 +261,13 @@ impl Stream {
 
     /// Marks the connection as not taking new streams (it broke, or refused this one).
     pub(super) fn close_connection(&self) {
-        self.streams.close_connection(self.key);
+        self.endpoint_http.close_connection(self.key);
     }
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.streams.end_stream(self.key);
+        self.endpoint_http.end_stream(self.key);
     }
 }
 
