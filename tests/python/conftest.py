@@ -2,6 +2,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 # The counting servers are shared with the demo.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "demo"))
 
@@ -13,3 +15,14 @@ if os.environ.get("FAST_LITELLM_TEST_LIBRARY") == "httpx2":
     import httpx2
 
     httpx2.alias_httpx()
+
+from servers import Server  # noqa: E402 - after the alias: servers.py imports httpx
+
+
+@pytest.fixture
+def server():
+    """The counting HTTP/1.1 server of servers.py, on 127.0.0.1, for one test (a file with a peer
+    of its own defines its own `server`)."""
+    with Server() as s:
+        yield s
+

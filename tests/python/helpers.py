@@ -26,6 +26,11 @@ def new_pool(**settings) -> SimpleConnectionPool:
     return SimpleConnectionPool(f"test-{uuid.uuid4()}", **settings)
 
 
+def active(pool) -> int:
+    """How many of the pool's connections are checked out now."""
+    return pool.get_stats()["active_connections"]
+
+
 def eventually(condition, timeout: float = 5.0) -> bool:
     """Whether `condition` became true within `timeout` seconds (polled every 10 ms)."""
     deadline = time.monotonic() + timeout

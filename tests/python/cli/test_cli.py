@@ -28,12 +28,6 @@ def cli_json(*args, expect=0, **env):
     return json.loads(result.stdout)
 
 
-@pytest.fixture
-def server():
-    with Server() as s:
-        yield s
-
-
 @pytest.fixture(scope="module")
 def tls():
     ca = trustme.CA()

@@ -14,17 +14,13 @@ import pytest
 
 import fast_litellm
 from fast_litellm import CONNECTION_ID, AsyncHTTPTransport, HTTPTransport, _core
+from helpers import active, new_pool
 from servers import ForwardProxy, FullBacklog, Server, refused_port, wait_for
-from helpers import new_pool
 
 
 def settle():
     """Time for the server's handler threads to count what has reached them (and no more)."""
     time.sleep(0.05)
-
-
-def active(pool):
-    return pool.get_stats()["active_connections"]
 
 
 class DropServer(Server):
@@ -58,12 +54,6 @@ class InFlightServer(Server):
                 self.in_flight -= 1
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
         return True
-
-
-@pytest.fixture
-def server():
-    with Server() as s:
-        yield s
 
 
 # --- health_check reports the socket ----------------------------------------------------------

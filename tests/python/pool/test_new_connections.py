@@ -33,7 +33,7 @@ def tls_server(tmp_path):
         yield server
 
 
-def new_pool(**settings) -> str:
+def new_pool_name(**settings) -> str:
     name = f"prewarm-{uuid.uuid4().hex[:8]}"
     fast_litellm.SimpleConnectionPool(name, **settings)
     return name
@@ -45,7 +45,7 @@ def endpoint_stats(pool: str) -> dict:
 
 
 def test_prewarm_opens_the_connections_a_burst_then_uses(tls_server):
-    pool = new_pool()
+    pool = new_pool_name()
     transport = fast_litellm.AsyncHTTPTransport(pool, verify=tls_server.ca_path)
     assert fast_litellm.HTTPTransport(pool, verify=tls_server.ca_path).prewarm(tls_server.url, 8) == 8
     wait_for(lambda: tls_server.connections == 8)
@@ -60,7 +60,7 @@ def test_prewarm_opens_the_connections_a_burst_then_uses(tls_server):
 
 
 def test_prewarm_counts_what_is_already_open_and_keeps_to_the_limits(tls_server):
-    pool = new_pool(max_connections_per_endpoint=3)
+    pool = new_pool_name(max_connections_per_endpoint=3)
     transport = fast_litellm.HTTPTransport(pool, verify=tls_server.ca_path)
     assert transport.prewarm(tls_server.url, 2) == 2
     assert transport.prewarm(tls_server.url, 2) == 2, "the two open ones count"
@@ -73,7 +73,7 @@ def test_prewarm_counts_what_is_already_open_and_keeps_to_the_limits(tls_server)
 
 
 def test_prewarm_of_an_unreachable_endpoint_reports_it_and_raises_nothing(caplog):
-    pool = new_pool()
+    pool = new_pool_name()
     url = f"http://127.0.0.1:{refused_port()}/v1/secret-path?key=sk-123"
     with caplog.at_level(logging.WARNING, logger="fast_litellm"):
         assert fast_litellm.HTTPTransport(pool).prewarm(url, 4) == 0
@@ -87,7 +87,7 @@ def test_prewarm_of_an_unreachable_endpoint_reports_it_and_raises_nothing(caplog
 
 
 def test_prewarm_rejects_what_is_not_a_url():
-    transport = fast_litellm.HTTPTransport(new_pool())
+    transport = fast_litellm.HTTPTransport(new_pool_name())
     with pytest.raises(ValueError):
         transport.prewarm("ftp://example.com", 1)
     with pytest.raises(ValueError):
@@ -97,7 +97,7 @@ def test_prewarm_rejects_what_is_not_a_url():
 
 @pytest.mark.parametrize("library", ["asyncio", "trio"])
 def test_aprewarm(tls_server, library):
-    pool = new_pool()
+    pool = new_pool_name()
     transport = fast_litellm.AsyncHTTPTransport(pool, verify=tls_server.ca_path)
 
     async def main():
@@ -110,7 +110,7 @@ def test_aprewarm(tls_server, library):
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_over_http2_one_connection_is_warmed(kind):
-    pool = new_pool()
+    pool = new_pool_name()
     with H2Server(tls=True) as server:
         if kind == "sync":
             ready = fast_litellm.HTTPTransport(pool, verify=server.ca_path, http2=True).prewarm(server.url, 16)
@@ -125,7 +125,7 @@ def test_over_http2_one_connection_is_warmed(kind):
 
 
 def test_a_second_connection_resumes_the_tls_session(tls_server):
-    pool = new_pool()
+    pool = new_pool_name()
     sync = fast_litellm.HTTPTransport(pool, verify=tls_server.ca_path)
     with httpx.Client(transport=sync) as client:
         assert client.get(tls_server.url + "/json").status_code == 200
@@ -151,7 +151,7 @@ def test_httpx_stock_transport_does_not_resume(tls_server):
 
 
 def test_connect_and_wait_histograms():
-    pool = new_pool(max_connections_per_endpoint=1)
+    pool = new_pool_name(max_connections_per_endpoint=1)
     with Server() as server:
         transport = fast_litellm.AsyncHTTPTransport(pool)
 
@@ -179,7 +179,7 @@ def test_a_cancelled_body_read_keeps_the_connection(transport_kind):
     """A reader cancelled while a body chunk is awaited (a client that went away, asyncio.timeout)
     closes the response: ours drains the rest and keeps the connection, httpx's closes it."""
     with Server() as server:
-        transport = (fast_litellm.AsyncHTTPTransport(new_pool()) if transport_kind == "ours"
+        transport = (fast_litellm.AsyncHTTPTransport(new_pool_name()) if transport_kind == "ours"
                      else httpx.AsyncHTTPTransport())
 
         async def main():
@@ -197,7 +197,7 @@ def test_a_cancelled_body_read_keeps_the_connection(transport_kind):
 
 
 def test_fast_litellm_prewarm_environment_variable(tls_server):
-    code = textwrap.dedent(f"""
+    code = textwrap.dedent("""
         import time, fast_litellm
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -240,8 +240,8 @@ def test_a_burst_of_new_connections_makes_one_name_lookup(dns_ttl):
     with Server() as server:
         url = f"http://localhost:{server.port}"
         before = lookups()
-        assert fast_litellm.HTTPTransport(new_pool()).prewarm(url, 6) == 6
-        assert fast_litellm.HTTPTransport(new_pool()).prewarm(url, 2) == 2, "another pool: the cache is shared"
+        assert fast_litellm.HTTPTransport(new_pool_name()).prewarm(url, 6) == 6
+        assert fast_litellm.HTTPTransport(new_pool_name()).prewarm(url, 2) == 2, "another pool: the cache is shared"
         assert lookups() - before == 1
         wait_for(lambda: server.connections == 8)
 
@@ -251,7 +251,7 @@ def test_without_the_cache_every_connection_looks_up(dns_ttl):
     assert fast_litellm._core.get_dns_cache_stats()["ttl"] is None
     with Server() as server:
         before = lookups()
-        assert fast_litellm.HTTPTransport(new_pool()).prewarm(f"http://localhost:{server.port}", 3) == 3
+        assert fast_litellm.HTTPTransport(new_pool_name()).prewarm(f"http://localhost:{server.port}", 3) == 3
         assert lookups() - before == 3
 
 
@@ -260,10 +260,10 @@ def test_an_answer_expires_after_its_ttl(dns_ttl):
     with Server() as server:
         url = f"http://localhost:{server.port}"
         before = lookups()
-        assert fast_litellm.HTTPTransport(new_pool()).prewarm(url, 1) == 1
-        assert fast_litellm.HTTPTransport(new_pool()).prewarm(url, 1) == 1
+        assert fast_litellm.HTTPTransport(new_pool_name()).prewarm(url, 1) == 1
+        assert fast_litellm.HTTPTransport(new_pool_name()).prewarm(url, 1) == 1
         assert lookups() - before == 1
-        wait_for(lambda: fast_litellm.HTTPTransport(new_pool()).prewarm(url, 1) == 1 and lookups() - before == 2)
+        wait_for(lambda: fast_litellm.HTTPTransport(new_pool_name()).prewarm(url, 1) == 1 and lookups() - before == 2)
 
 
 def test_a_failed_lookup_is_not_kept(dns_ttl):
@@ -271,7 +271,7 @@ def test_a_failed_lookup_is_not_kept(dns_ttl):
     before = lookups()
     for _ in range(2):
         with pytest.raises(httpx.ConnectError):
-            with httpx.Client(transport=fast_litellm.HTTPTransport(new_pool())) as client:
+            with httpx.Client(transport=fast_litellm.HTTPTransport(new_pool_name())) as client:
                 client.get("http://no-such-host.invalid/")
     assert lookups() - before == 2
 
@@ -291,7 +291,7 @@ def test_local_address_binds_the_socket_and_keeps_to_its_family(transport_kind):
     address; an address of the other family cannot reach an IPv4-only server."""
     def transport(local_address):
         if transport_kind == "ours":
-            return fast_litellm.HTTPTransport(new_pool(), local_address=local_address)
+            return fast_litellm.HTTPTransport(new_pool_name(), local_address=local_address)
         return httpx.HTTPTransport(local_address=local_address)
 
     with Server() as server:
@@ -304,7 +304,7 @@ def test_local_address_binds_the_socket_and_keeps_to_its_family(transport_kind):
 
 
 def test_a_bound_local_address_gets_connections_of_its_own():
-    pool = new_pool()
+    pool = new_pool_name()
     with Server() as server:
         assert fast_litellm.HTTPTransport(pool).prewarm(server.url, 2) == 2
         with httpx.Client(transport=fast_litellm.HTTPTransport(pool, local_address="0.0.0.0")) as client:

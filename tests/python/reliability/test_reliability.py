@@ -75,12 +75,6 @@ class Leaks:
         assert wait_for(lambda: threads() <= self.threads), (threads(), self.threads)
 
 
-@pytest.fixture
-def server():
-    with Server() as s:
-        yield s
-
-
 # --- faults ---------------------------------------------------------------------------------
 
 

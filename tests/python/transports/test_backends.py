@@ -15,8 +15,8 @@ import pytest
 import trio
 
 from fast_litellm import AsyncHTTPTransport
+from helpers import active, new_pool
 from servers import Server
-from helpers import new_pool
 
 BACKENDS = ["asyncio", "trio"]
 backends = pytest.mark.parametrize("backend", BACKENDS)
@@ -43,10 +43,6 @@ class DripServer(Server):
 def server():
     with DripServer() as s:
         yield s
-
-
-def active(pool):
-    return pool.get_stats()["active_connections"]
 
 
 async def wait_until(condition, timeout=5.0):

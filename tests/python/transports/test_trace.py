@@ -2,25 +2,15 @@
 httpx's own transport on the same server (sync, and async under asyncio and trio)."""
 
 import ssl
-import uuid
 
 import anyio
 import httpx
 import pytest
 import trustme
 
-from fast_litellm import AsyncHTTPTransport, HTTPTransport, SimpleConnectionPool
+from fast_litellm import AsyncHTTPTransport, HTTPTransport
+from helpers import new_pool
 from servers import Server, refused_port
-
-
-def new_pool():
-    return SimpleConnectionPool(f"test-{uuid.uuid4()}", reaper_interval=None)
-
-
-@pytest.fixture
-def server():
-    with Server() as s:
-        yield s
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import signal
 import ssl
 import threading
 import time
-import uuid
 import weakref
 
 import httpx
@@ -15,13 +14,10 @@ import pytest
 import trustme
 
 import fast_litellm
-from fast_litellm import AsyncHTTPTransport, HTTPTransport, SimpleConnectionPool, _loops
+from fast_litellm import AsyncHTTPTransport, HTTPTransport, _loops
 from fast_litellm._transport import Outgoing
+from helpers import active, new_pool
 from servers import Blackhole, FullBacklog, Server, refused_port, wait_for
-
-
-def new_pool(**settings):
-    return SimpleConnectionPool(f"test-{uuid.uuid4()}", reaper_interval=None, **settings)
 
 
 def client(pool=None, **kw):
@@ -30,16 +26,6 @@ def client(pool=None, **kw):
 
 def aclient(pool=None, **kw):
     return httpx.AsyncClient(transport=AsyncHTTPTransport(pool or new_pool(), **kw))
-
-
-@pytest.fixture
-def server():
-    with Server() as s:
-        yield s
-
-
-def active(pool):
-    return pool.get_stats()["active_connections"]
 
 
 # --- interface ------------------------------------------------------------------------------
