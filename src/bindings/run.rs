@@ -1,5 +1,5 @@
 //! How Rust work runs for Python: on the caller's thread with the GIL released and Ctrl-C looked
-//! for between slices, or as a runtime task whose outcome is set on an asyncio future (and that
+//! for between slices, or as a runtime task whose outcome is set on an event loop's future (and that
 //! a [`CancelHandle`] stops).
 
 use super::bridge::{Deliver, Sender};

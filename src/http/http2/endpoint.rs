@@ -1,5 +1,6 @@
 //! An endpoint's HTTP/2 connections that carry streams now (out of the pool under one lease each),
-//! the streams handed out on them, and the endpoint's open connections counted by protocol.
+//! the streams handed out on them, the endpoint's open connections counted by protocol, and what
+//! opening them cost.
 
 use super::super::info::ConnectionInfo;
 use super::connection::{Http2Conn, Listener};
