@@ -67,12 +67,26 @@ def fds() -> int:
 
 
 async def _round(client: httpx.AsyncClient, url: str, streams: int, events: int) -> int:
+    # Each stream reads on only once every stream of the round has its first event: the round's
+    # streams are then really open at once. Else, on a busy machine, the first could end before
+    # the last begin, and a round would need fewer connections than it has streams.
+    begun = 0
+    all_begun = asyncio.Event()
+
     async def one() -> int:
+        nonlocal begun
         received = 0
         async with client.stream("POST", url, json={"stream": True}) as response:
             response.raise_for_status()
             async for line in response.aiter_lines():
-                received += line.startswith("data: {")
+                if not line.startswith("data: {"):
+                    continue
+                received += 1
+                if received == 1:
+                    begun += 1
+                    if begun == streams:
+                        all_begun.set()
+                    await asyncio.wait_for(all_begun.wait(), 60)
         return received
 
     return sum(await asyncio.gather(*(one() for _ in range(streams))))
