@@ -21,7 +21,7 @@ from servers import Server
 DIST = ROOT / "dist"
 VERSION = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
 SOURCES = [ROOT / "Cargo.toml", ROOT / "pyproject.toml", *(ROOT / "src").rglob("*.rs"),
-           *(ROOT / "python" / "fast_litellm").glob("*.py")]
+           *(ROOT / "python" / "fast_litellm").rglob("*.py")]
 # What the package imports besides the standard library (httpcore comes with httpx; trio,
 # outcome and litellm only when the user has them).
 IMPORTED_DEPENDENCIES = {"httpx", "sniffio"}
