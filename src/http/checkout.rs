@@ -2,8 +2,8 @@
 //! new slot) or a stream of a shared HTTP/2 connection, waiting up to the pool timeout; and what
 //! it holds while in flight.
 
-use super::http2::{self, EndpointHttp};
 use super::conn::{self, Sender};
+use super::http2::{self, EndpointHttp};
 use super::{Client, HttpConn, HttpError, RequestParts};
 use crate::pool::{CloseReason, EndpointRef, Lease, Pool};
 use std::sync::Arc;

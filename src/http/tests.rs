@@ -508,3 +508,20 @@ async fn http2_a_dropped_request_resets_its_stream_and_keeps_the_connection() {
     assert_eq!(pool.stats().active, 0);
 }
 
+
+#[test]
+fn a_future_that_wakes_itself_at_every_poll_still_gives_the_caller_its_slice_back() {
+    // The caller (a sync request) looks for Ctrl-C between slices: it must get them back.
+    let (done, slice_ended) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut polls = 0u64;
+        let future = std::pin::pin!(std::future::poll_fn(|cx| {
+            polls += 1;
+            cx.waker().wake_by_ref();
+            std::task::Poll::<()>::Pending
+        }));
+        let _ = done.send((inline::block_on(future, Duration::from_millis(50)), polls));
+    });
+    let (out, polls) = slice_ended.recv_timeout(Duration::from_secs(10)).expect("the slice ended");
+    assert!(out.is_none() && polls > 1);
+}
