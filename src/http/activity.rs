@@ -2,25 +2,21 @@
 //! moved, since when a write is stuck; the wrapper that records it, and the wait bounded by it.
 
 use super::clock::{nanos, now};
-use super::head::Capture;
 use super::{HttpError, Timeouts};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// When the socket last made progress, since when a write has been stuck, whether a write
-/// failed, and the bytes read while a response head is awaited.
+/// When the socket last made progress, and since when a write has been stuck.
 #[derive(Debug, Default)]
 pub struct Activity {
     last_progress: AtomicU64,
     write_blocked_since: AtomicU64,
-    write_failed: AtomicBool,
-    pub head: Capture,
 }
 
 const NOT_BLOCKED: u64 = 0;
@@ -28,11 +24,6 @@ const NOT_BLOCKED: u64 = 0;
 impl Activity {
     pub fn touch(&self) {
         self.last_progress.store(now(), Relaxed);
-    }
-
-    /// True once writing to the socket failed (so an I/O error is a write error).
-    pub fn write_failed(&self) -> bool {
-        self.write_failed.load(Relaxed)
     }
 
     /// The moment a timeout fires if nothing moves, and which timeout it is: the write timeout
@@ -59,7 +50,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.activity.touch();
-            self.activity.head.record(&buf.filled()[before..]);
         }
         result
     }
@@ -107,11 +97,8 @@ impl<S> Tracked<S> {
                     self.activity.write_blocked_since.store(now().max(1), Relaxed);
                 }
             }
-            Poll::Ready(result) => {
+            Poll::Ready(_) => {
                 self.activity.write_blocked_since.store(NOT_BLOCKED, Relaxed);
-                if result.is_err() {
-                    self.activity.write_failed.store(true, Relaxed);
-                }
                 self.activity.touch();
             }
         }

@@ -2,12 +2,11 @@
 //! the pool at its end, drained in the background when closed early.
 
 use super::activity::{watch, Activity};
-use super::error::{HttpError, Phase, Received};
-use super::{head, http1, http2, inline, runtime, ClientStats, DrainPolicy, Timeouts};
+use super::error::{HttpError, Received};
+use super::{conn, head, http1, http2, inline, runtime, ClientStats, DrainPolicy, Timeouts};
 use super::checkout::InFlight;
 use crate::pool::CloseReason;
 use bytes::Bytes;
-use hyper::body::Body as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,29 +29,19 @@ pub struct Body {
 
 /// A response body as the connection delivers it.
 pub(super) enum Incoming {
-    Http1(hyper::body::Incoming),
+    /// Read from the connection the body holds, as its decoder frames it.
+    Http1(http1::Decoder),
     Http2(h2::RecvStream),
 }
 
 impl Incoming {
     /// The next non-empty data chunk; `None` at the end of the body (trailers are skipped).
-    fn poll_chunk(&mut self, cx: &mut std::task::Context<'_>, activity: &Activity, received: &mut Received) -> std::task::Poll<Option<Result<Bytes, HttpError>>> {
+    fn poll_chunk(&mut self, cx: &mut std::task::Context<'_>, in_flight: &mut InFlight, activity: &Activity, received: &mut Received) -> std::task::Poll<Option<Result<Bytes, HttpError>>> {
         use std::task::Poll;
         match self {
-            Incoming::Http1(incoming) => loop {
-                match std::pin::Pin::new(&mut *incoming).poll_frame(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(None) => return Poll::Ready(None),
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data() {
-                            if !data.is_empty() {
-                                received.bytes += data.len() as u64;
-                                return Poll::Ready(Some(Ok(data)));
-                            }
-                        }
-                    }
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(http1::classify(&e, Phase::Body(*received), activity)))),
-                }
+            Incoming::Http1(decoder) => match in_flight.conn_mut().map(|conn| &mut conn.sender) {
+                Some(conn::Sender::Http1(conn)) => conn.poll_body(decoder, cx, received),
+                _ => unreachable!("an HTTP/1.1 body holds its connection until its end"),
             },
             Incoming::Http2(body) => loop {
                 match http2::poll_data(body, cx, received) {
@@ -78,10 +67,7 @@ impl Body {
         let timeouts = Timeouts { read: self.read_timeout, ..Timeouts::default() };
         self.activity.touch();
         let (activity, in_flight, received) = (&self.activity, &mut self.in_flight, &mut self.received);
-        let chunk = std::future::poll_fn(|cx| {
-            in_flight.drive(cx);
-            incoming.poll_chunk(cx, activity, received)
-        });
+        let chunk = std::future::poll_fn(|cx| incoming.poll_chunk(cx, in_flight, activity, received));
         match watch(&self.activity, &timeouts, chunk).await {
             Ok(Some(Ok(data))) => Ok(Some(data)),
             Ok(None) => {
@@ -117,10 +103,7 @@ impl Body {
             }
             let Some(incoming) = self.incoming.as_mut() else { return Ok((chunks, true)) };
             let (activity, in_flight, received) = (&self.activity, &mut self.in_flight, &mut self.received);
-            match inline::poll_now(|cx| {
-                in_flight.drive(cx);
-                incoming.poll_chunk(cx, activity, received)
-            }) {
+            match inline::poll_now(|cx| incoming.poll_chunk(cx, in_flight, activity, received)) {
                 std::task::Poll::Pending => return Ok((chunks, false)),
                 std::task::Poll::Ready(None) => {
                     self.finish();

@@ -176,12 +176,6 @@ impl InFlight {
             InFlight::Stream(_) => None,
         }
     }
-    /// Lets an HTTP/1.1 connection read and write (an HTTP/2 connection has its own task).
-    pub(super) fn drive(&mut self, cx: &mut std::task::Context<'_>) {
-        if let Some(conn) = self.conn_mut() {
-            conn.driver.drive(cx);
-        }
-    }
     pub(super) fn discard(&mut self, reason: CloseReason) {
         match self {
             InFlight::Lease(lease) => {

@@ -1,20 +1,15 @@
-//! One connection: opened (TCP, TLS where the scheme is https, HTTP/1.1 with hyper's client or
-//! HTTP/2 with `http2` on top), driven, and looked at before it is reused.
+//! One connection: opened (TCP, TLS where the scheme is https, HTTP/1.1 with `http1` or HTTP/2
+//! with `http2` on top), and looked at before it is reused.
 
 use super::activity::{Activity, Tracked};
 use super::clock::{nanos, now};
-use super::head::{MAX_FIELDS, MAX_HEAD_SIZE};
+use super::http1::Http1Conn;
 use super::http2::{self, Counted, EndpointHttp, Http2Conn, KeepAlive};
 use super::info::{ConnectionInfo, TlsInfo};
 use super::socket::Socket;
 use super::{HttpError, Timeouts};
 use crate::pool::{Connection, Endpoint, Scheme};
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -26,48 +21,12 @@ use tokio::task::AbortHandle;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-pub type RequestBody = Full<Bytes>;
-
 /// How requests go out on a connection: the HTTP version the server agreed to.
 pub enum Sender {
-    Http1(http1::SendRequest<RequestBody>),
+    /// Read and written by whoever holds the connection; nobody reads an idle one (its socket
+    /// is looked at before it is reused: see `is_open`).
+    Http1(Http1Conn),
     Http2(Http2Conn),
-}
-
-type Http1Connection = http1::Connection<TokioIo<Tracked<Io>>, RequestBody>;
-
-/// What reads and writes a connection's socket.
-pub(super) enum Driver {
-    /// HTTP/1.1: hyper's connection future, polled by whoever holds the connection, on its own
-    /// thread (a sync caller: see `inline`) or task; `None` once it ended. Nobody polls an idle
-    /// connection: its socket is looked at before it is reused (see `is_open`).
-    Http1(Option<Pin<Box<Http1Connection>>>),
-    /// HTTP/2: a runtime task, shared by the connection's streams.
-    Task(AbortHandle),
-}
-
-impl Driver {
-    /// Lets the connection read and write, before its holder polls what it waits for.
-    pub fn drive(&mut self, cx: &mut Context<'_>) {
-        if let Driver::Http1(slot) = self {
-            if let Some(connection) = slot {
-                // Ended (closed, or failed: the error went to the request or body waiting).
-                if connection.as_mut().poll(cx).is_ready() {
-                    *slot = None;
-                }
-            }
-        }
-    }
-
-    /// `work`, with the connection driven while it waits.
-    pub async fn run<F: Future>(&mut self, work: F) -> F::Output {
-        let mut work = std::pin::pin!(work);
-        std::future::poll_fn(|cx| {
-            self.drive(cx);
-            work.as_mut().poll(cx)
-        })
-        .await
-    }
 }
 
 /// A pooled connection. Dropping it closes the socket at once.
@@ -76,8 +35,9 @@ pub struct HttpConn {
     /// Its addresses and TLS session, as httpx's `trace` extension reports a new connection.
     pub info: Arc<ConnectionInfo>,
     pub activity: Arc<Activity>,
-    pub(super) driver: Driver,
-    /// The same socket as the one the driver owns (a second descriptor of it), so that a drop
+    /// HTTP/2's connection task, which reads and writes its socket for every stream.
+    task: Option<AbortHandle>,
+    /// The same socket as the one the connection reads (a second descriptor of it), so that a drop
     /// shuts it down at that moment, not whenever the runtime gets to an aborted HTTP/2 task:
     /// the pool counts a connection until this is done, and a server never sees more than the
     /// limits. Also what the pool looks at before reusing the connection.
@@ -125,7 +85,7 @@ impl HttpConn {
 impl Connection for HttpConn {
     type PerEndpoint = Arc<EndpointHttp>;
 
-    /// Nobody reads an idle HTTP/1.1 connection (its driver runs only for a request), so the
+    /// Nobody reads an idle HTTP/1.1 connection (it is read only for a request), so the
     /// socket is looked at, as httpcore does before reusing a connection: a peer's close (its
     /// FIN), an error, or bytes nobody asked for make it unusable, and a request written on it
     /// would be lost.
@@ -140,9 +100,9 @@ impl Connection for HttpConn {
     /// the socket is looked at before the connection is reused.
     fn is_open_when_returned(&self) -> bool {
         match &self.sender {
-            Sender::Http1(sender) => {
+            Sender::Http1(conn) => {
                 let until = self.reuse_until.load(Relaxed);
-                !sender.is_closed() && (until == 0 || now() < until)
+                conn.is_reusable() && (until == 0 || now() < until)
             }
             Sender::Http2(conn) => conn.is_open(),
         }
@@ -157,7 +117,7 @@ impl Drop for HttpConn {
         if self.fork_generation == super::runtime::fork_generation() {
             let _ = self.socket.shutdown(std::net::Shutdown::Both);
         }
-        if let Driver::Task(task) = &self.driver {
+        if let Some(task) = &self.task {
             task.abort();
         }
     }
@@ -303,18 +263,11 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, endpoint_http: &Arc<Endpoint
     let activity = Arc::new(Activity::default());
     activity.touch();
     let io = Tracked::new(stream, activity.clone());
-    let (sender, driver, version) = if http2 {
+    let (sender, task, version) = if http2 {
         let (conn, task) = http2::handshake(io, dialer.keep_alive, endpoint_http.clone()).await?;
-        (Sender::Http2(conn), Driver::Task(task), http::Version::HTTP_2)
+        (Sender::Http2(conn), Some(task), http::Version::HTTP_2)
     } else {
-        let (sender, connection) = http1::Builder::new()
-            .max_headers(MAX_FIELDS)
-            .max_header_size(MAX_HEAD_SIZE)
-            .allow_obsolete_multiline_headers_in_responses(true)
-            .handshake::<_, RequestBody>(TokioIo::new(io))
-            .await
-            .map_err(|e| HttpError::Connect(format!("HTTP handshake failed: {e}")))?;
-        (Sender::Http1(sender), Driver::Http1(Some(Box::pin(connection))), http::Version::HTTP_11)
+        (Sender::Http1(Http1Conn::new(io)), None, http::Version::HTTP_11)
     };
     let info = match addresses {
         (Ok(peer), Ok(local)) => ConnectionInfo { peer, local, tls: tls_info },
@@ -324,7 +277,7 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, endpoint_http: &Arc<Endpoint
         sender,
         info: Arc::new(info),
         activity,
-        driver,
+        task,
         socket,
         fork_generation: super::runtime::fork_generation(),
         tls: endpoint.scheme() == Scheme::Https || proxy.is_some_and(|p| p.scheme == Scheme::Https),

@@ -1,121 +1,69 @@
 //! The response head exactly as the server sent it, and what it means for its body and its
 //! connection.
 //!
-//! hyper parses heads for framing, but hands over an `http::HeaderMap`: names lowercased,
-//! repeated fields grouped under their first occurrence. httpx gives every field line in wire
-//! order with its original case (`response.headers.raw`), and cookies and links depend on
-//! repeats. So the bytes read while a request waits for its head are recorded ([`Capture`]),
-//! and the final head is parsed again from them here, with the same parser hyper uses.
+//! httpx gives every field line in wire order with its original case
+//! (`response.headers.raw`), and cookies and links depend on repeats: the head is kept as
+//! parsed (httparse, the parser hyper uses), not folded into an `http::HeaderMap`.
 
 use super::HttpError;
 use bytes::Bytes;
 use http::Version;
-use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Bytes kept while waiting for a head: more than the largest head accepted
-/// ([`MAX_HEAD_SIZE`]); what arrives beyond it is only counted.
-const CAPTURE_LIMIT: usize = 128 * 1024;
 /// The largest response head accepted, as httpx (h11 under httpcore) accepts: 100 KiB.
 pub const MAX_HEAD_SIZE: usize = 100 * 1024;
-/// The most field lines in one head. httpx has no count limit (only the size one); hyper needs
-/// a count, and each parse reserves room for it, so it is set well above real heads.
-pub const MAX_FIELDS: usize = 1024;
-
-/// The bytes a connection read since a request was sent, until its head was handed over.
-#[derive(Debug, Default)]
-pub struct Capture {
-    on: AtomicBool,
-    recorded: Mutex<Recorded>,
-}
-
-#[derive(Debug, Default)]
-struct Recorded {
-    bytes: Vec<u8>,
-    /// Bytes read past [`CAPTURE_LIMIT`], counted but not kept.
-    beyond: usize,
-}
-
-impl Capture {
-    /// Starts recording (called right before a request is sent).
-    pub fn start(&self) {
-        let mut r = self.recorded.lock();
-        r.bytes.clear();
-        r.beyond = 0;
-        self.on.store(true, Relaxed);
-    }
-
-    /// Called with every read from the socket.
-    pub fn record(&self, data: &[u8]) {
-        if !self.on.load(Relaxed) {
-            return;
-        }
-        let mut r = self.recorded.lock();
-        // Looked at again under the lock: a read racing `finish` keeps nothing on an idle
-        // connection.
-        if !self.on.load(Relaxed) {
-            return;
-        }
-        let room = CAPTURE_LIMIT.saturating_sub(r.bytes.len()).min(data.len());
-        r.bytes.extend_from_slice(&data[..room]);
-        r.beyond += data.len() - room;
-    }
-
-    /// Stops recording and parses the final head out of what was read. Also says whether any
-    /// byte of a response arrived at all.
-    pub fn finish(&self) -> (Option<RawHead>, bool) {
-        self.on.store(false, Relaxed);
-        let mut r = self.recorded.lock();
-        let read = r.bytes.len() + r.beyond;
-        let head = (RawHead::parse(&r.bytes, read), read > 0);
-        r.bytes.clear();
-        r.beyond = 0;
-        // An idle connection keeps no large buffer.
-        r.bytes.shrink_to(16 * 1024);
-        head
-    }
-}
 
 /// A final (non-1xx) response head as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawHead {
+    pub status: u16,
+    pub version: Version,
+    pub reason: Bytes,
     /// Every field line in wire order: the name as sent, the value with obs-folds unfolded.
     pub fields: Vec<(Bytes, Bytes)>,
-    pub reason: Bytes,
-    /// Body bytes that had already been read together with the head: they are in memory, so
-    /// handing them over with the head never waits for the network.
-    pub body_bytes_read: usize,
+    /// The bytes it took, with the interim heads before it.
+    pub len: usize,
 }
 
 impl RawHead {
-    /// The last head in `bytes` that is not an interim (1xx but 101) response; `None` if there
-    /// is no complete one. `read` counts every byte read, kept or not.
-    pub fn parse(bytes: &[u8], read: usize) -> Option<RawHead> {
+    /// The first head at the start of `bytes` that is not an interim (1xx but 101) response,
+    /// those before it skipped; `Ok(None)` until its end has arrived, an error (httpx's
+    /// `RemoteProtocolError`) for a head that does not parse or is too large.
+    pub fn parse(bytes: &[u8]) -> Result<Option<RawHead>, HttpError> {
         let mut config = httparse::ParserConfig::default();
         config.allow_obsolete_multiline_headers_in_responses(true);
         let mut offset = 0;
         loop {
             let rest = &bytes[offset..];
-            let mut fields = vec![httparse::EMPTY_HEADER; field_lines(rest)?];
-            let mut response = httparse::Response::new(&mut fields);
-            let httparse::Status::Complete(len) = config.parse_response(&mut response, rest).ok()? else {
-                return None;
+            let Some(lines) = field_lines(rest) else {
+                return match rest.len() > MAX_HEAD_SIZE {
+                    true => Err(HttpError::RemoteProtocol("the response head is too large (over 100 KiB)".into())),
+                    false => Ok(None),
+                };
             };
-            let code = response.code?;
+            let mut fields = vec![httparse::EMPTY_HEADER; lines];
+            let mut response = httparse::Response::new(&mut fields);
+            let len = match config.parse_response(&mut response, rest) {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(e) => return Err(HttpError::RemoteProtocol(format!("the response head does not parse ({e})"))),
+            };
+            let code = response.code.expect("a complete head has a status");
             if (100..200).contains(&code) && code != 101 {
                 offset += len;
                 continue;
             }
-            return Some(RawHead {
+            return Ok(Some(RawHead {
+                status: code,
+                version: if response.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 },
+                reason: Bytes::copy_from_slice(response.reason.unwrap_or("").as_bytes()),
                 fields: response
                     .headers
                     .iter()
                     .map(|h| (Bytes::copy_from_slice(h.name.as_bytes()), unfold(h.value)))
                     .collect(),
-                reason: Bytes::copy_from_slice(response.reason.unwrap_or("").as_bytes()),
-                body_bytes_read: read.saturating_sub(offset + len),
-            });
+                len: offset + len,
+            }));
         }
     }
 }
@@ -172,6 +120,8 @@ pub enum AfterBody {
 pub struct Framing {
     /// The body's length, when a `Content-Length` frames it.
     pub content_length: Option<u64>,
+    /// The body comes in chunked coding.
+    pub chunked: bool,
     pub after_body: AfterBody,
 }
 
@@ -189,17 +139,23 @@ impl Framing {
             (Some(coding), None) if coding.eq_ignore_ascii_case(b"chunked") => true,
             _ => return Err(HttpError::RemoteProtocol("unsupported Transfer-Encoding (only chunked is accepted)".into())),
         };
-        // A Transfer-Encoding takes precedence over a Content-Length (RFC 9112 §6.3).
-        let content_length = match chunked {
-            true => None,
-            false => {
-                let mut lengths = tokens(fields, "content-length");
-                match (lengths.next(), lengths.next()) {
-                    (Some(length), None) => std::str::from_utf8(length).ok().and_then(|l| l.parse().ok()),
-                    _ => None,
+        // A Transfer-Encoding takes precedence over a Content-Length (RFC 9112 §6.3). Repeats
+        // of one length are one length; lengths that differ, or are not numbers, are refused (as
+        // h11 and hyper refuse them).
+        let mut content_length = None;
+        if !chunked {
+            for length in tokens(fields, "content-length") {
+                let parsed = match length.iter().all(u8::is_ascii_digit) {
+                    true => std::str::from_utf8(length).ok().and_then(|l| l.parse::<u64>().ok()),
+                    false => None,
+                };
+                match (parsed, content_length) {
+                    (Some(n), None) => content_length = Some(n),
+                    (Some(n), Some(m)) if n == m => {}
+                    _ => return Err(HttpError::RemoteProtocol("invalid Content-Length in the response".into())),
                 }
             }
-        };
+        }
         // HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only with keep-alive.
         let says = |token: &[u8]| tokens(fields, "connection").any(|t| t.eq_ignore_ascii_case(token));
         let reusable = match version {
@@ -211,7 +167,7 @@ impl Framing {
             true => AfterBody::Reuse(server_idle_timeout(fields)),
             false => AfterBody::Close,
         };
-        Ok(Framing { content_length, after_body })
+        Ok(Framing { content_length, chunked, after_body })
     }
 }
 
@@ -251,27 +207,26 @@ mod tests {
     #[test]
     fn keeps_every_field_in_wire_order_and_case() {
         let raw = b"HTTP/1.1 200 Totally Fine\r\nSet-Cookie: a=1\r\nX-Mixed-Case: v\r\nset-cookie: b=2\r\nContent-Length: 2\r\n\r\nok";
-        let head = RawHead::parse(raw, raw.len()).unwrap();
+        let head = RawHead::parse(raw).unwrap().unwrap();
         assert_eq!(
             fields(&head),
             [("Set-Cookie", "a=1"), ("X-Mixed-Case", "v"), ("set-cookie", "b=2"), ("Content-Length", "2")]
         );
-        assert_eq!(&head.reason[..], b"Totally Fine");
-        assert_eq!(head.body_bytes_read, 2);
+        assert_eq!((head.status, head.version, &head.reason[..]), (200, Version::HTTP_11, &b"Totally Fine"[..]));
+        assert_eq!(head.len, raw.len() - 2);
     }
 
     #[test]
-    fn skips_interim_responses_and_counts_bytes_not_kept() {
-        let raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\nA: b\r\n\r\n";
-        let head = RawHead::parse(raw, raw.len() + 10).unwrap();
-        assert_eq!(fields(&head), [("A", "b")]);
-        assert_eq!(head.body_bytes_read, 10);
+    fn skips_interim_responses() {
+        let raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.0 204 No Content\r\nA: b\r\n\r\n";
+        let head = RawHead::parse(raw).unwrap().unwrap();
+        assert_eq!((fields(&head), head.status, head.version, head.len), (vec![("A", "b")], 204, Version::HTTP_10, raw.len()));
     }
 
     #[test]
     fn unfolds_obsolete_line_folding() {
         let raw = b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n  b\r\n\tc\r\nY: z\r\n\r\n";
-        let head = RawHead::parse(raw, raw.len()).unwrap();
+        let head = RawHead::parse(raw).unwrap().unwrap();
         assert_eq!(fields(&head), [("X-Folded", "a b c"), ("Y", "z")]);
     }
 
@@ -281,25 +236,19 @@ mod tests {
         for i in 0..500 {
             raw.extend_from_slice(format!("X-{i}: {i}\r\n").as_bytes());
         }
-        assert_eq!(RawHead::parse(&raw, raw.len()), None, "no end of head yet");
+        assert_eq!(RawHead::parse(&raw), Ok(None), "no end of head yet");
         raw.extend_from_slice(b"\r\n");
-        assert_eq!(RawHead::parse(&raw, raw.len()).unwrap().fields.len(), 500);
+        assert_eq!(RawHead::parse(&raw).unwrap().unwrap().fields.len(), 500);
     }
 
     #[test]
-    fn capture_records_only_while_on() {
-        let c = Capture::default();
-        c.record(b"HTTP/1.1 500 before\r\n\r\n");
-        c.start();
-        c.record(b"HTTP/1.1 200 OK\r\nA: 1\r\n");
-        c.record(b"\r\nbody");
-        let head = c.finish().0.unwrap();
-        assert_eq!((fields(&head), head.body_bytes_read), (vec![("A", "1")], 4));
-        c.record(b"more");
-        assert_eq!(c.finish(), (None, false));
-        c.start();
-        c.record(b"HTTP/1.1 2");
-        assert_eq!(c.finish(), (None, true), "part of a head arrived");
+    fn heads_that_do_not_parse_or_are_too_large() {
+        for raw in [&b"HTTP/1.1 2x0 OK\r\n\r\n"[..], b"HTTP/1.1 200 OK\r\nBad Name: v\r\n\r\n", b"SSH-2.0-OpenSSH\r\n\r\n"] {
+            assert!(matches!(RawHead::parse(raw), Err(HttpError::RemoteProtocol(_))), "{:?}", String::from_utf8_lossy(raw));
+        }
+        let mut raw = b"HTTP/1.1 200 OK\r\n".to_vec();
+        raw.resize(MAX_HEAD_SIZE + 10, b'x');
+        assert!(matches!(RawHead::parse(&raw), Err(HttpError::RemoteProtocol(_))));
     }
 
     #[test]

@@ -179,8 +179,8 @@ fn wait(signal: &Signal, left: Duration) {
     });
 }
 
-/// Polls `poll` without waiting, in [`Mode::Peeking`]: again for as long as it wakes itself (a
-/// connection's driver that has handed a chunk to its body), a few times at most.
+/// Polls `poll` without waiting, in [`Mode::Peeking`]: again for as long as it wakes itself
+/// (a future that yields to let others run), a few times at most.
 pub fn poll_now<T>(mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
     // A fresh look, unless within a pass of `block_on` (which waits for what is not there).
     if mode() != Mode::Driving {

@@ -1,6 +1,6 @@
 //! The HTTP engine's client: a request's way through checkout (a pooled connection, or a stream
 //! of a shared HTTP/2 connection), exchange, retry and response, and the request types both
-//! protocols share. Knows nothing of Python. The protocols are `http1` (hyper) and `http2` (h2),
+//! protocols share. Knows nothing of Python. The protocols are `http1` (our own) and `http2` (h2),
 //! the checkout `checkout`, the body `body`, the connection `conn`, its progress and the timeouts
 //! measured against it `activity`, errors `error`.
 
@@ -172,8 +172,8 @@ impl Client {
     ///
     /// A request reaches the server at most once behind the caller's back: it is sent again
     /// (once, on another connection) only when a reused connection failed before any response
-    /// byte arrived and either no byte of the request was written (hyper hands the request
-    /// back) or the request is replayable. Otherwise the error reaches the caller, whose own
+    /// byte arrived and either no byte of the request was written or the request is
+    /// replayable. Otherwise the error reaches the caller, whose own
     /// retry policy decides (the openai SDK and LiteLLM have one).
     pub async fn send(&self, pool: &Pool<HttpConn>, request: RequestParts) -> Result<Response, HttpError> {
         self.stats.requests.fetch_add(1, Relaxed);
@@ -302,53 +302,45 @@ impl Client {
     }
 
     async fn send_http1(&self, mut in_flight: InFlight, new_connection: bool, request: &RequestParts) -> Result<Response, Failure> {
-        match http1::exchange(&mut in_flight, request).await {
-            Ok((head, raw, incoming, activity)) => {
-                let (parts, ()) = head.into_parts();
-                let (headers, reason, body_bytes_read) = match raw {
-                    Some(raw) => (raw.fields, raw.reason, raw.body_bytes_read),
-                    // Not found in what was recorded (never seen: hyper parsed the same
-                    // bytes): hyper's view, every value kept, names lowercase.
-                    None => (
-                        field_lines(&parts.headers),
-                        Bytes::from_static(parts.status.canonical_reason().unwrap_or("").as_bytes()),
-                        0,
-                    ),
-                };
-                let framing = match head::Framing::of(parts.version, parts.status.as_u16(), &headers) {
-                    Ok(framing) => framing,
-                    Err(error) => {
-                        in_flight.discard(CloseReason::NotReusable);
-                        return Err(Failure { error, sent: Sent::Final });
-                    }
-                };
-                Ok(Response {
-                    status: parts.status.as_u16(),
-                    reason,
-                    version: parts.version,
-                    body_bytes_read,
-                    content_length: framing.content_length,
-                    opened: in_flight.conn().filter(|_| new_connection).map(|conn| conn.info.clone()),
-                    stream_id: None,
-                    body: Body {
-                        incoming: Some(Incoming::Http1(incoming)),
-                        pending_error: None,
-                        in_flight,
-                        activity,
-                        read_timeout: request.timeouts.read,
-                        after_body: framing.after_body,
-                        drain: self.drain,
-                        stats: self.stats.clone(),
-                        received: Received { bytes: 0, expected: framing.content_length },
-                    },
-                    headers,
-                })
-            }
+        let (head, body_bytes_read, activity) = match http1::exchange(&mut in_flight, request).await {
+            Ok(exchanged) => exchanged,
             Err(failure) => {
                 in_flight.discard(CloseReason::NotReusable);
-                Err(failure)
+                return Err(failure);
             }
+        };
+        let mut framing = match head::Framing::of(head.version, head.status, &head.fields) {
+            Ok(framing) => framing,
+            Err(error) => {
+                in_flight.discard(CloseReason::NotReusable);
+                return Err(Failure { error, sent: Sent::Final });
+            }
+        };
+        let decoder = http1::Decoder::of(&request.method, head.status, framing.chunked, framing.content_length);
+        if decoder == http1::Decoder::UntilClose || http1::asks_to_close(request) {
+            framing.after_body = head::AfterBody::Close;
         }
+        Ok(Response {
+            status: head.status,
+            reason: head.reason,
+            version: head.version,
+            body_bytes_read,
+            content_length: framing.content_length,
+            opened: in_flight.conn().filter(|_| new_connection).map(|conn| conn.info.clone()),
+            stream_id: None,
+            body: Body {
+                incoming: Some(Incoming::Http1(decoder)),
+                pending_error: None,
+                in_flight,
+                activity,
+                read_timeout: request.timeouts.read,
+                after_body: framing.after_body,
+                drain: self.drain,
+                stats: self.stats.clone(),
+                received: Received { bytes: 0, expected: framing.content_length },
+            },
+            headers: head.fields,
+        })
     }
 
     async fn send_http2(&self, stream: http2::Stream, request: &RequestParts) -> Result<Response, Failure> {
@@ -407,7 +399,7 @@ async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Out
     outputs.into_iter().map(|o| o.expect("every future completed")).collect()
 }
 
-/// Field lines as hyper or h2 parsed them: every value kept, names lowercase.
+/// Field lines as h2 parsed them: every value kept, names lowercase.
 fn field_lines(headers: &http::HeaderMap) -> Vec<(Bytes, Bytes)> {
     headers.iter().map(|(k, v)| (Bytes::copy_from_slice(k.as_str().as_bytes()), Bytes::copy_from_slice(v.as_bytes()))).collect()
 }
@@ -419,7 +411,7 @@ struct Failure {
 
 /// How far a failed exchange got: that decides whether the request may be sent again.
 enum Sent {
-    /// No byte of the request was written (hyper handed it back): safe to send again.
+    /// No byte of the request was written: safe to send again.
     Nothing,
     /// The request may have reached the server, and no response arrived: safe to send again
     /// only if it is replayable.
