@@ -241,7 +241,7 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, endpoint_http: &Arc<Endpoint
     );
     let mut stream = Io::Plain(Socket::from(tcp));
     if let Some(proxy) = proxy.as_ref().filter(|p| p.scheme == Scheme::Https) {
-        stream = Io::Tls(tls_handshake(stream, &proxy.host, &dialer.proxy_tls).await?);
+        stream = Io::Tls(Box::pin(tls_handshake(stream, &proxy.host, &dialer.proxy_tls)).await?);
     }
     let mut tls_info = None;
     let (stream, http2, addressing) = match (endpoint.scheme(), &proxy) {
@@ -250,9 +250,9 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, endpoint_http: &Arc<Endpoint
         (Scheme::Http, Some(proxy)) => (stream, false, Addressing::Absolute { authorization: proxy.authorization.clone() }),
         (Scheme::Https, _) => {
             if let Some(proxy) = &proxy {
-                super::proxy::tunnel(&mut stream, host, endpoint.port(), proxy).await?;
+                Box::pin(super::proxy::tunnel(&mut stream, host, endpoint.port(), proxy)).await?;
             }
-            let tls = tls_handshake(stream, host, &dialer.tls).await?;
+            let tls = Box::pin(tls_handshake(stream, host, &dialer.tls)).await?;
             let session = tls.get_ref().1;
             endpoint_http.opened.tls_handshake(session.handshake_kind() == Some(rustls::HandshakeKind::Resumed));
             let http2 = session.alpn_protocol() == Some(b"h2");
@@ -264,7 +264,7 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, endpoint_http: &Arc<Endpoint
     activity.touch();
     let io = Tracked::new(stream, activity.clone());
     let (sender, task, version) = if http2 {
-        let (conn, task) = http2::handshake(io, dialer.keep_alive, endpoint_http.clone()).await?;
+        let (conn, task) = Box::pin(http2::handshake(io, dialer.keep_alive, endpoint_http.clone())).await?;
         (Sender::Http2(conn), Some(task), http::Version::HTTP_2)
     } else {
         (Sender::Http1(Http1Conn::new(io)), None, http::Version::HTTP_11)
