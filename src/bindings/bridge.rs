@@ -1,7 +1,9 @@
 //! Hands results from the runtime's threads to an asyncio event loop without the GIL: results
 //! queue up here, and an eventfd the loop watches (`loop.add_reader`) wakes it. The loop then
-//! sets them on their futures, many per wake-up under load.
+//! sets them on their futures, many per wake-up under load. Work that runs on the loop's own
+//! thread ([`OnLoop`]) is queued here too when the runtime wakes it, to be polled there.
 
+use super::run::OnLoop;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
@@ -12,16 +14,22 @@ use std::sync::Arc;
 /// A result waiting for its loop: made into Python objects there, with the GIL.
 pub type Deliver = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
 
-struct Completion {
-    future: Py<PyAny>,
-    deliver: Deliver,
+pub(super) struct Completion {
+    pub(super) future: Py<PyAny>,
+    pub(super) deliver: Deliver,
 }
 
-/// What the runtime's threads and the loop share: the results waiting, and the descriptor that
-/// wakes the loop for them.
+/// What waits for the loop: a result for a future, or work of the loop's own to poll again.
+enum Item {
+    Completion(Completion),
+    Poll(Arc<OnLoop>),
+}
+
+/// What the runtime's threads and the loop share: what waits for the loop, and the descriptor
+/// that wakes the loop for it.
 struct Mailbox {
     wake: OwnedFd,
-    queue: Mutex<Vec<Completion>>,
+    queue: Mutex<Vec<Item>>,
 }
 
 /// One per event loop (made and registered by `fast_litellm._transport`).
@@ -39,9 +47,18 @@ pub struct Sender {
 impl Sender {
     /// Queues a result for `future`; the first result of a batch wakes the loop.
     pub fn complete(&self, future: Py<PyAny>, deliver: Deliver) {
+        self.queue(Item::Completion(Completion { future, deliver }));
+    }
+
+    /// Asks the loop to poll `work` again (the runtime woke it).
+    pub(super) fn repoll(&self, work: Arc<OnLoop>) {
+        self.queue(Item::Poll(work));
+    }
+
+    fn queue(&self, item: Item) {
         let was_empty = {
             let mut queue = self.shared.queue.lock();
-            queue.push(Completion { future, deliver });
+            queue.push(item);
             queue.len() == 1
         };
         if was_empty {
@@ -73,8 +90,11 @@ impl LoopBridge {
     /// threads hold the lock only to push (never the GIL), and only a GIL holder takes results
     /// out, so the second look sees at least what the first saw.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for completion in self.shared.queue.lock().iter() {
-            visit.call(&completion.future)?;
+        for item in self.shared.queue.lock().iter() {
+            match item {
+                Item::Completion(completion) => visit.call(&completion.future)?,
+                Item::Poll(work) => visit.call(work.future())?,
+            }
         }
         Ok(())
     }
@@ -99,7 +119,14 @@ impl LoopBridge {
         let mut counter = [0u8; 8];
         let _ = rustix::io::read(&self.shared.wake, &mut counter);
         let batch = std::mem::take(&mut *self.shared.queue.lock());
-        for completion in batch {
+        for item in batch {
+            let completion = match item {
+                Item::Completion(completion) => completion,
+                Item::Poll(work) => match work.poll(py) {
+                    Some(completion) => completion,
+                    None => continue,
+                },
+            };
             let future = completion.future.clone_ref(py);
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| completion.deliver(py))) {
                 Ok(Ok(())) => {}
@@ -119,8 +146,18 @@ impl LoopBridge {
     }
 }
 
+impl Drop for LoopBridge {
+    /// Nobody reads the queue once the bridge is gone: what waits there is dropped with it. Work
+    /// polled on the loop holds a sender of this mailbox, so it would otherwise keep the mailbox
+    /// (and itself, its body, its connection) alive in a cycle.
+    fn drop(&mut self) {
+        let dropped = std::mem::take(&mut *self.shared.queue.lock());
+        drop(dropped);
+    }
+}
+
 impl Completion {
-    fn deliver(self, py: Python<'_>) -> PyResult<()> {
+    pub(super) fn deliver(self, py: Python<'_>) -> PyResult<()> {
         let future = self.future.bind(py);
         if future.call_method0(pyo3::intern!(py, "cancelled"))?.is_truthy()? {
             return Ok(());

@@ -3,7 +3,7 @@
 
 use super::bridge::LoopBridge;
 use super::errors::http_error;
-use super::run::{block_on_interruptibly, spawn_to_loop, CancelHandle};
+use super::run::{block_on_interruptibly, CancelHandle, OnLoop};
 use crate::http::{Body, HttpError, Response};
 use bytes::Bytes;
 use ::http::Version;
@@ -212,10 +212,11 @@ impl PyResponse {
         Ok(chunk.map(|c| PyBytes::new(py, &c)))
     }
 
-    /// The next body chunk (bytes, or None at the end) is set on `future` through `bridge`.
-    fn read_chunk_async(&self, bridge: &LoopBridge, future: Py<PyAny>) -> CancelHandle {
+    /// The next body chunk (bytes, or None at the end) is set on `future`: read on the event
+    /// loop's thread, at once if it is here, else when the runtime wakes the read through `bridge`.
+    fn read_chunk_async(&self, py: Python<'_>, bridge: &LoopBridge, future: Py<PyAny>) -> CancelHandle {
         let body = self.body.clone();
-        spawn_to_loop(bridge.sender(), future, async move {
+        OnLoop::start(py, bridge.sender(), future, async move {
             let chunk = next_chunk(body).await?;
             Ok(Box::new(move |py: Python<'_>| Ok(chunk.map(|c| PyBytes::new(py, &c).into_any().unbind()).into_pyobject(py)?.unbind()))
                 as super::bridge::Deliver)

@@ -1,13 +1,19 @@
 //! How Rust work runs for Python: on the caller's thread with the GIL released and Ctrl-C looked
-//! for between slices, or as a runtime task whose outcome is set on an event loop's future (and that
-//! a [`CancelHandle`] stops).
+//! for between slices; as a runtime task whose outcome is set on an event loop's future; or on the
+//! event loop's own thread, polled there whenever the runtime wakes it ([`OnLoop`]). A
+//! [`CancelHandle`] stops either of the last two.
 
-use super::bridge::{Deliver, Sender};
+use super::bridge::{Completion, Deliver, Sender};
 use super::errors::{http_error, task_panicked};
 use super::SIGNAL_CHECK_INTERVAL;
 use crate::http::{self, HttpError};
 use pyo3::prelude::*;
+use parking_lot::Mutex;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use tokio::task::AbortHandle;
 
 /// Runs a future on the calling thread without the GIL (its HTTP/1.1 socket read and written
@@ -40,7 +46,83 @@ where
         };
         sender.complete(future, deliver);
     });
-    CancelHandle { task: task.abort_handle() }
+    CancelHandle { work: Work::Task(task.abort_handle()) }
+}
+
+type LoopWork = Pin<Box<dyn Future<Output = Result<Deliver, HttpError>> + Send>>;
+
+/// Work polled on an event loop's own thread, with the GIL: its sockets and timers are the
+/// runtime's, whose threads only wake it, through the loop's bridge, when it can move. A body
+/// read that waits for the network thus costs one hand-over between threads (the runtime's
+/// wake-up of the loop) where a task costs two (the loop's wake-up of the runtime to start it,
+/// and the result's way back).
+pub(super) struct OnLoop {
+    /// `None` once done or cancelled.
+    work: Mutex<Option<LoopWork>>,
+    future: Py<PyAny>,
+    sender: Sender,
+    /// In the bridge's queue already: more wake-ups add nothing.
+    queued: AtomicBool,
+}
+
+impl OnLoop {
+    /// Starts `work` on the calling thread (the loop's): polled at once, and again whenever it
+    /// is woken, until it is done; its outcome is then set on `future`.
+    pub(super) fn start<F>(py: Python<'_>, sender: Sender, future: Py<PyAny>, work: F) -> CancelHandle
+    where
+        F: Future<Output = Result<Deliver, HttpError>> + Send + 'static,
+    {
+        let on_loop = Arc::new(OnLoop { work: Mutex::new(Some(Box::pin(work))), future, sender, queued: AtomicBool::new(true) });
+        if let Some(completion) = on_loop.poll(py) {
+            if let Err(err) = completion.deliver(py) {
+                err.write_unraisable(py, None);
+            }
+        }
+        CancelHandle { work: Work::OnLoop(on_loop) }
+    }
+
+    pub(super) fn future(&self) -> &Py<PyAny> {
+        &self.future
+    }
+
+    /// Polls the work once; its outcome, for the future, when it is done. A panic is the
+    /// future's error, as in a task.
+    pub(super) fn poll(self: &Arc<Self>, py: Python<'_>) -> Option<Completion> {
+        self.queued.store(false, Ordering::Release);
+        let mut slot = self.work.lock();
+        let work = slot.as_mut()?;
+        let waker = Waker::from(self.clone());
+        // Timers and sockets made while polling belong to the runtime.
+        let _runtime = http::enter();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.as_mut().poll(&mut Context::from_waker(&waker))));
+        let deliver: Deliver = match outcome {
+            Ok(Poll::Pending) => return None,
+            Ok(Poll::Ready(Ok(deliver))) => deliver,
+            Ok(Poll::Ready(Err(e))) => Box::new(move |_py: Python<'_>| Err(http_error(e))),
+            Err(_) => Box::new(|_py: Python<'_>| Err(task_panicked())),
+        };
+        let done = slot.take();
+        drop(slot);
+        drop(done);
+        Some(Completion { future: self.future.clone_ref(py), deliver })
+    }
+
+    fn cancel(&self) {
+        let work = self.work.lock().take();
+        drop(work);
+    }
+}
+
+impl Wake for OnLoop {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            self.sender.repoll(self.clone());
+        }
+    }
 }
 
 /// A future that turns a panic while polling its inner future into `Err(())`.
@@ -65,12 +147,20 @@ impl<F: Future> Future for CatchPanic<F> {
 /// read (the body stays readable; closing it drains the rest).
 #[pyclass(module = "fast_litellm._core", frozen)]
 pub struct CancelHandle {
-    pub(super) task: AbortHandle,
+    work: Work,
+}
+
+enum Work {
+    Task(AbortHandle),
+    OnLoop(Arc<OnLoop>),
 }
 
 #[pymethods]
 impl CancelHandle {
     fn cancel(&self) {
-        self.task.abort();
+        match &self.work {
+            Work::Task(task) => task.abort(),
+            Work::OnLoop(work) => work.cancel(),
+        }
     }
 }

@@ -28,7 +28,7 @@ pub use info::{ConnectionInfo, TlsInfo};
 pub use error::HttpError;
 pub(crate) use error::python_os_message;
 pub use http2::{EndpointHttp, EndpointHttpStats, KeepAlive};
-pub use runtime::{block_on, fork_generation, reset_after_fork, spawn};
+pub use runtime::{block_on, enter, fork_generation, reset_after_fork, spawn};
 
 use crate::pool::{CloseReason, Endpoint, Lease, Pool, Scheme};
 use body::Incoming;

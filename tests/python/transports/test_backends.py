@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from fast_litellm import AsyncHTTPTransport
-from helpers import active, new_pool
+from helpers import active, eventually, new_pool
 from servers import Server
 
 BACKENDS = ["asyncio", "trio"]
@@ -225,6 +225,37 @@ def test_an_abandoned_loop_with_an_undelivered_result_is_collected(server):
     assert gone() is None and task() is None
     # The result was dropped with the bridge: its connection went back to the pool.
     assert active(pool) == 0
+
+
+def test_an_abandoned_loop_with_a_body_read_woken_is_collected(server):
+    """The same for a body read, which runs on the loop's own thread: the rest of the body
+    arrives after the loop's last run, so the read is queued in the bridge to be polled again.
+    The read holds a way back into the bridge; the garbage collector still frees it all, and the
+    connection leaves the pool's active count."""
+    pool = new_pool()
+    transport = AsyncHTTPTransport(pool)
+    loop = asyncio.new_event_loop()
+
+    async def start_reading():
+        client = httpx.AsyncClient(transport=transport)
+        response = await client.send(client.build_request("GET", f"{server.url}/slow-body?t=0.2"), stream=True)
+        chunks = response.aiter_raw()
+        assert await chunks.__anext__() == b"hello"
+        task = asyncio.ensure_future(chunks.__anext__())  # waits for "world", 0.2 s away
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        return weakref.ref(task)
+
+    task = loop.run_until_complete(start_reading())
+    gone = weakref.ref(loop)
+    time.sleep(0.5)  # "world" has arrived: the read was woken, and waits in the bridge
+    assert active(pool) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        del loop, start_reading
+        gc.collect()
+    assert gone() is None and task() is None
+    assert eventually(lambda: active(pool) == 0), pool.get_stats()
 
 
 def _readlink(path):
