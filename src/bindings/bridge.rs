@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 use rustix::event::{eventfd, EventfdFlags};
 use rustix::fd::{AsRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// A result waiting for its loop: made into Python objects there, with the GIL.
 pub type Deliver = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
@@ -50,11 +50,6 @@ impl Sender {
         self.queue(Item::Completion(Completion { future, deliver }));
     }
 
-    /// Asks the loop to poll `work` again (the runtime woke it).
-    pub(super) fn repoll(&self, work: Arc<OnLoop>) {
-        self.queue(Item::Poll(work));
-    }
-
     fn queue(&self, item: Item) {
         let was_empty = {
             let mut queue = self.shared.queue.lock();
@@ -68,9 +63,28 @@ impl Sender {
     }
 }
 
+/// A sender that does not keep the bridge: for work on the loop, which a socket may still wake
+/// after the loop and its bridge are gone (the waker stays registered until it is replaced).
+pub(super) struct WeakSender {
+    shared: Weak<Mailbox>,
+}
+
+impl WeakSender {
+    /// Asks the loop to poll `work` again (the runtime woke it); nothing if the bridge is gone.
+    pub(super) fn repoll(&self, work: Arc<OnLoop>) {
+        if let Some(shared) = self.shared.upgrade() {
+            Sender { shared }.queue(Item::Poll(work));
+        }
+    }
+}
+
 impl LoopBridge {
     pub fn sender(&self) -> Sender {
         Sender { shared: self.shared.clone() }
+    }
+
+    pub(super) fn weak_sender(&self) -> WeakSender {
+        WeakSender { shared: Arc::downgrade(&self.shared) }
     }
 }
 
@@ -93,7 +107,11 @@ impl LoopBridge {
         for item in self.shared.queue.lock().iter() {
             match item {
                 Item::Completion(completion) => visit.call(&completion.future)?,
-                Item::Poll(work) => visit.call(work.future())?,
+                Item::Poll(work) => {
+                    if let Some(future) = &*work.future() {
+                        visit.call(future)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -143,16 +161,6 @@ impl LoopBridge {
                 }
             }
         }
-    }
-}
-
-impl Drop for LoopBridge {
-    /// Nobody reads the queue once the bridge is gone: what waits there is dropped with it. Work
-    /// polled on the loop holds a sender of this mailbox, so it would otherwise keep the mailbox
-    /// (and itself, its body, its connection) alive in a cycle.
-    fn drop(&mut self) {
-        let dropped = std::mem::take(&mut *self.shared.queue.lock());
-        drop(dropped);
     }
 }
 

@@ -216,7 +216,7 @@ impl PyResponse {
     /// loop's thread, at once if it is here, else when the runtime wakes the read through `bridge`.
     fn read_chunk_async(&self, py: Python<'_>, bridge: &LoopBridge, future: Py<PyAny>) -> CancelHandle {
         let body = self.body.clone();
-        OnLoop::start(py, bridge.sender(), future, async move {
+        OnLoop::start(py, bridge, future, async move {
             let chunk = next_chunk(body).await?;
             Ok(Box::new(move |py: Python<'_>| Ok(chunk.map(|c| PyBytes::new(py, &c).into_any().unbind()).into_pyobject(py)?.unbind()))
                 as super::bridge::Deliver)

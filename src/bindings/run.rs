@@ -3,7 +3,7 @@
 //! event loop's own thread, polled there whenever the runtime wakes it ([`OnLoop`]). A
 //! [`CancelHandle`] stops either of the last two.
 
-use super::bridge::{Completion, Deliver, Sender};
+use super::bridge::{Completion, Deliver, LoopBridge, Sender, WeakSender};
 use super::errors::{http_error, task_panicked};
 use super::SIGNAL_CHECK_INTERVAL;
 use crate::http::{self, HttpError};
@@ -59,8 +59,11 @@ type LoopWork = Pin<Box<dyn Future<Output = Result<Deliver, HttpError>> + Send>>
 pub(super) struct OnLoop {
     /// `None` once done or cancelled.
     work: Mutex<Option<LoopWork>>,
-    future: Py<PyAny>,
-    sender: Sender,
+    /// The future its outcome goes to; let go of once done or cancelled. A socket may keep a
+    /// waker of this work registered after that, until another read replaces it: it then holds
+    /// no Python object (the future holds its loop) and not the bridge (nor its eventfd).
+    future: Mutex<Option<Py<PyAny>>>,
+    sender: WeakSender,
     /// In the bridge's queue already: more wake-ups add nothing.
     queued: AtomicBool,
 }
@@ -68,11 +71,16 @@ pub(super) struct OnLoop {
 impl OnLoop {
     /// Starts `work` on the calling thread (the loop's): polled at once, and again whenever it
     /// is woken, until it is done; its outcome is then set on `future`.
-    pub(super) fn start<F>(py: Python<'_>, sender: Sender, future: Py<PyAny>, work: F) -> CancelHandle
+    pub(super) fn start<F>(py: Python<'_>, bridge: &LoopBridge, future: Py<PyAny>, work: F) -> CancelHandle
     where
         F: Future<Output = Result<Deliver, HttpError>> + Send + 'static,
     {
-        let on_loop = Arc::new(OnLoop { work: Mutex::new(Some(Box::pin(work))), future, sender, queued: AtomicBool::new(true) });
+        let on_loop = Arc::new(OnLoop {
+            work: Mutex::new(Some(Box::pin(work))),
+            future: Mutex::new(Some(future)),
+            sender: bridge.weak_sender(),
+            queued: AtomicBool::new(true),
+        });
         if let Some(completion) = on_loop.poll(py) {
             if let Err(err) = completion.deliver(py) {
                 err.write_unraisable(py, None);
@@ -81,13 +89,15 @@ impl OnLoop {
         CancelHandle { work: Work::OnLoop(on_loop) }
     }
 
-    pub(super) fn future(&self) -> &Py<PyAny> {
-        &self.future
+    /// Only the loop's thread, with the GIL, takes this lock (to poll, cancel, or show the
+    /// garbage collector the future): it never waits.
+    pub(super) fn future(&self) -> parking_lot::MutexGuard<'_, Option<Py<PyAny>>> {
+        self.future.lock()
     }
 
     /// Polls the work once; its outcome, for the future, when it is done. A panic is the
     /// future's error, as in a task.
-    pub(super) fn poll(self: &Arc<Self>, py: Python<'_>) -> Option<Completion> {
+    pub(super) fn poll(self: &Arc<Self>, _gil: Python<'_>) -> Option<Completion> {
         self.queued.store(false, Ordering::Release);
         let mut slot = self.work.lock();
         let work = slot.as_mut()?;
@@ -104,12 +114,14 @@ impl OnLoop {
         let done = slot.take();
         drop(slot);
         drop(done);
-        Some(Completion { future: self.future.clone_ref(py), deliver })
+        let future = self.future.lock().take()?;
+        Some(Completion { future, deliver })
     }
 
     fn cancel(&self) {
         let work = self.work.lock().take();
         drop(work);
+        drop(self.future.lock().take());
     }
 }
 

@@ -230,8 +230,7 @@ def test_an_abandoned_loop_with_an_undelivered_result_is_collected(server):
 def test_an_abandoned_loop_with_a_body_read_woken_is_collected(server):
     """The same for a body read, which runs on the loop's own thread: the rest of the body
     arrives after the loop's last run, so the read is queued in the bridge to be polled again.
-    The read holds a way back into the bridge; the garbage collector still frees it all, and the
-    connection leaves the pool's active count."""
+    The garbage collector frees it all, and the connection leaves the pool's active count."""
     pool = new_pool()
     transport = AsyncHTTPTransport(pool)
     loop = asyncio.new_event_loop()
