@@ -232,6 +232,7 @@ class H2Server:
         self._handlers: set = set()  # live _H2Conn / _H1Conn
         self._tasks: set = set()
         self._writers: set = set()  # every accepted connection's writer, until it is closed
+        self._accepted: set = set()  # every accepted socket, until its connection is served
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -263,7 +264,7 @@ class H2Server:
                 self._listener.listen(1024)
                 self._listener.setblocking(False)
                 self.port = self._listener.getsockname()[1]
-                self._acceptor = self._loop.create_task(self._accept_loop())
+                self._loop.add_reader(self._listener.fileno(), self._accept)
             except BaseException as exc:  # noqa: BLE001 - reported to start()
                 error.append(exc)
                 ready.set()
@@ -303,8 +304,7 @@ class H2Server:
         self.stop()
 
     async def _shutdown(self):
-        self._acceptor.cancel()
-        await asyncio.gather(self._acceptor, return_exceptions=True)
+        self._loop.remove_reader(self._listener.fileno())
         self._listener.close()
         for writer in list(self._writers):
             writer.transport.abort()
@@ -312,6 +312,8 @@ class H2Server:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for sock in list(self._accepted):  # those whose task was cancelled before it began
+            sock.close()
         for _ in range(3):  # lets the aborted transports run their connection_lost
             await asyncio.sleep(0)
 
@@ -456,13 +458,28 @@ class H2Server:
 
     # --- connections --------------------------------------------------------------------------
 
-    async def _accept_loop(self):
-        loop = asyncio.get_running_loop()
+    def _accept(self):
+        # A reader callback rather than `loop.sock_accept`: a task awaiting sock_accept, cancelled
+        # by stop() just as a connection arrives, can lose the socket accepted for it (asyncio logs
+        # InvalidStateError and the socket lingers until a later garbage collection).
         while True:
-            sock, _ = await loop.sock_accept(self._listener)
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # (EMFILE and the like: the client sees its connect refused or time out)
+            sock.setblocking(False)
+            self._accepted.add(sock)
             self._spawn(self._serve(sock))
 
     async def _serve(self, sock: socket.socket):
+        try:
+            await self._serve_accepted(sock)
+        finally:
+            self._accepted.discard(sock)
+
+    async def _serve_accepted(self, sock: socket.socket):
         loop = asyncio.get_running_loop()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.lock:
