@@ -3,6 +3,7 @@
 
 use super::super::RequestParts;
 use bytes::Bytes;
+use std::cmp::Ordering;
 use std::ops::Range;
 
 /// The longest chunk-size or trailer line accepted: real ones are a few bytes (a size and
@@ -22,38 +23,22 @@ pub(crate) struct Encoded {
 /// its order. The body is framed by the caller's `Content-Length` or `Transfer-Encoding:
 /// chunked` when it gave one (a chunked body is in memory: it goes as one chunk), else by a
 /// `Content-Length` added when there is a body (an empty body goes without one, as hyper
-/// wrote it). A `Content-Length` that does not match the
-/// body is the caller's error, as in h11.
+/// wrote it). Framing fields h11 refuses are refused with its words, before any byte is sent
+/// (h11 finds a body that does not match its length only as it sends it).
 pub(crate) fn encode(request: &RequestParts, target: &[u8], extra: Option<(&str, &[u8])>) -> Result<Encoded, String> {
     let length = request.body.len();
-    let mut declared: Option<&[u8]> = None;
-    let mut chunked = false;
-    let mut size = request.method.as_str().len() + target.len() + 16;
-    for (name, value) in &request.headers {
-        size += name.as_str().len() + value.len() + 4;
-        if name == http::header::CONTENT_LENGTH {
-            declared = Some(value.as_bytes());
-        } else if name == http::header::TRANSFER_ENCODING {
-            chunked = true;
+    let (declared, chunked) = framing(request)?;
+    if let (Some(declared), false) = (declared, chunked) {
+        match (length as u64).cmp(&declared) {
+            Ordering::Less => return Err("Too little data for declared Content-Length".into()),
+            Ordering::Greater => return Err("Too much data for declared Content-Length".into()),
+            Ordering::Equal => {}
         }
     }
-    if chunked {
-        let last_coding = request
-            .headers
-            .iter()
-            .filter(|(name, _)| name == http::header::TRANSFER_ENCODING)
-            .flat_map(|(_, v)| v.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| !t.is_empty())
-            .last();
-        if !last_coding.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
-            return Err("a request's Transfer-Encoding must end in chunked".into());
-        }
-    } else if let Some(declared) = declared {
-        if declared.trim_ascii() != length.to_string().as_bytes() {
-            return Err(format!("the request's Content-Length does not match its body ({length} bytes)"));
-        }
-    }
+    let size = request.method.as_str().len()
+        + target.len()
+        + request.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum::<usize>()
+        + 16;
     let mut head = Vec::with_capacity(size + 32);
     head.extend_from_slice(request.method.as_str().as_bytes());
     head.push(b' ');
@@ -82,6 +67,42 @@ pub(crate) fn encode(request: &RequestParts, target: &[u8], extra: Option<(&str,
         false => b"",
     };
     Ok(Encoded { head, body: request.body.clone(), tail })
+}
+
+/// The request's own framing, checked as h11 checks it: the `Content-Length` it declares (one
+/// value, however many fields repeat it) and whether it is chunked (`Transfer-Encoding:
+/// chunked`, the one coding h11 writes).
+fn framing(request: &RequestParts) -> Result<(Option<u64>, bool), String> {
+    let (mut declared, mut chunked) = (None, false);
+    for (name, value) in &request.headers {
+        if name == http::header::CONTENT_LENGTH {
+            let mut lengths = value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii);
+            let first = lengths.next().unwrap_or_default();
+            if lengths.any(|other| other != first) {
+                return Err("conflicting Content-Length headers".into());
+            }
+            // (h11 takes at most 20 digits.)
+            if first.is_empty() || first.len() > 20 || !first.iter().all(u8::is_ascii_digit) {
+                return Err("bad Content-Length".into());
+            }
+            let Some(length) = std::str::from_utf8(first).ok().and_then(|d| d.parse::<u64>().ok()) else {
+                return Err("bad Content-Length".into());
+            };
+            if declared.is_some_and(|seen| seen != length) {
+                return Err("conflicting Content-Length headers".into());
+            }
+            declared = Some(length);
+        } else if name == http::header::TRANSFER_ENCODING {
+            if chunked {
+                return Err("multiple Transfer-Encoding headers".into());
+            }
+            if !value.as_bytes().eq_ignore_ascii_case(b"chunked") {
+                return Err("Only Transfer-Encoding: chunked is supported".into());
+            }
+            chunked = true;
+        }
+    }
+    Ok((declared, chunked))
 }
 
 /// The request asks that its connection close after the response (`Connection: close`).
@@ -338,8 +359,20 @@ mod tests {
     }
 
     #[test]
-    fn a_content_length_that_lies_is_refused() {
-        assert!(encode(&request(Method::POST, &[("content-length", "3")], b"{}"), b"/", None).is_err());
-        assert!(encode(&request(Method::POST, &[("transfer-encoding", "gzip")], b"{}"), b"/", None).is_err());
+    fn framing_h11_refuses_is_refused_in_its_words() {
+        let refused = |headers: &[(&'static str, &'static str)]| encode(&request(Method::POST, headers, b"{}"), b"/", None).err();
+        let words = |w: &str| Some(w.to_string());
+        assert_eq!(refused(&[("content-length", "3")]), words("Too little data for declared Content-Length"));
+        assert_eq!(refused(&[("content-length", "1")]), words("Too much data for declared Content-Length"));
+        assert_eq!(refused(&[("content-length", "2, 3")]), words("conflicting Content-Length headers"));
+        assert_eq!(refused(&[("content-length", "2"), ("content-length", "3")]), words("conflicting Content-Length headers"));
+        assert_eq!(refused(&[("content-length", "two")]), words("bad Content-Length"));
+        assert_eq!(refused(&[("content-length", "+2")]), words("bad Content-Length"));
+        assert_eq!(refused(&[("transfer-encoding", "gzip")]), words("Only Transfer-Encoding: chunked is supported"));
+        assert_eq!(refused(&[("transfer-encoding", "gzip, chunked")]), words("Only Transfer-Encoding: chunked is supported"));
+        let twice = [("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")];
+        assert_eq!(refused(&twice), words("multiple Transfer-Encoding headers"));
+        assert_eq!(refused(&[("content-length", "2, 2"), ("content-length", "2")]), None);
+        assert_eq!(refused(&[("transfer-encoding", "Chunked")]), None);
     }
 }

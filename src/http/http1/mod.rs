@@ -42,8 +42,8 @@ pub struct Http1Conn {
     /// Read and not yet handed over: part of a head or of a chunk's framing, or what a read
     /// brought past the data it handed over. Empty, with nothing allocated, between reads.
     buffered: Vec<u8>,
-    /// False once it cannot carry another request: the peer closed it, a read failed, or bytes
-    /// came past the end of a response.
+    /// False once it cannot carry another request: the peer closed it, a read or a request's
+    /// write failed, or bytes came past the end of a response.
     reusable: bool,
 }
 
@@ -217,6 +217,8 @@ pub(super) async fn exchange(in_flight: &mut InFlight, request: &RequestParts) -
             // A server may answer before it has read the whole request (a 413, ...) and close:
             // its response is read, as httpcore reads it; without one the write's error says most.
             Err((e, _)) => {
+                // Its request cannot be finished, so the connection carries no other.
+                http1.reusable = false;
                 return match http1.read_head().await {
                     Ok(head) => Ok(head),
                     Err((_, began)) => Err(Failure { error: write_error(&e), sent: if began { Sent::Final } else { Sent::NoResponse } }),

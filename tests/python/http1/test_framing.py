@@ -11,6 +11,7 @@ import socket
 import httpx
 import pytest
 
+from helpers import eventually
 from test_http1 import ALL, OURS, Client, RawServer, answer_every_request, chunk, head, outcome
 
 
@@ -179,22 +180,70 @@ def test_request_bodies_are_framed_as_stock_frames_them(kind):
     assert [(s[2], s[3]) for s in ours] == [(s[2], s[3]) for s in stock], "the same framing (chunked, length)"
 
 
+@pytest.mark.parametrize("fields", [
+    [("Content-Length", "9")],
+    [("Content-Length", "2")],
+    [("Content-Length", "5, 6")],
+    [("Content-Length", "5"), ("Content-Length", "6")],
+    [("Content-Length", "five")],
+    [("Transfer-Encoding", "gzip")],
+    [("Transfer-Encoding", "gzip, chunked")],
+    [("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")],
+], ids=["too-little", "too-much", "conflicting", "conflicting-fields", "bad", "gzip", "gzip-chunked", "twice"])
+@pytest.mark.parametrize("ours", OURS)
+def test_request_framing_h11_refuses_is_refused_with_its_words_and_never_sent(ours, fields):
+    # Stock httpx refuses these with h11's words. A body that does not match its Content-Length
+    # it finds only as it sends it, after the head and part of the body, and raises h11's own
+    # LocalProtocolError, which is no httpx error (httpcore does not map it there). Ours refuses
+    # them all before a byte goes out, with httpx.LocalProtocolError (see docs/transports.md).
+    def handler(peer):
+        data = b""
+        while more := peer.sock.recv(65536):
+            data += more
+        with peer.server.lock:
+            peer.server.received.append((peer.index, data))
+
+    found = []
+    for who in ("stock-sync", ours):
+        with RawServer(handler) as server:
+            with Client(who) as c:
+                try:
+                    c.request("POST", server.url, content=b"hello", headers=fields)
+                except Exception as exc:  # noqa: BLE001 - stock's may be h11's own
+                    found.append(exc)
+            assert eventually(lambda: len(server.received) == server.connections)
+            seen = [data for _, data in server.received]
+    stock, ours = found
+    assert type(stock).__name__ == "LocalProtocolError", stock
+    assert (type(ours), str(ours)) == (httpx.LocalProtocolError, str(stock))
+    assert seen in ([], [b""]), seen
+
+
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("kind", ["stock-sync", *OURS])
-def test_an_answer_sent_before_the_upload_was_read_is_received(kind):
+@pytest.mark.parametrize("says_close", [True, False], ids=["says-close", "says-nothing"])
+def test_an_answer_sent_before_the_upload_was_read_is_received(kind, says_close):
     # The server answers 413 after the head and closes, with the body unread: the client's write
     # fails, and the answer is still what the caller gets (httpcore's sync transport reads it after
-    # the failed write; its async one raises ReadError instead, so it is left out).
+    # the failed write; its async one raises ReadError instead, so it is left out). The connection
+    # is not kept, whether or not the answer says it closes: the request on it was never finished.
     def handler(peer):
         data = b""
         while b"\r\n\r\n" not in data:
             data += peer.sock.recv(65536)
-        peer.send(head("413 Content Too Large", "Content-Length: 8", "Connection: close") + b"too big!")
+        fields = ["Content-Length: 8"] + (["Connection: close"] if says_close else [])
+        peer.send(head("413 Content Too Large", *fields) + b"too big!")
         peer.sock.shutdown(socket.SHUT_WR)
         peer.sock.recv(1)
 
-    requests = [("POST", "/", {"content": b"x" * 20_000_000})]
-    (stock, _, _), (ours, _, _) = stock_and(kind, handler, requests)
-    assert isinstance(stock[0], httpx.Response) and stock[0].status_code == 413, stock
-    assert isinstance(ours[0], httpx.Response), ours
-    assert (ours[0].status_code, ours[0].content) == (413, b"too big!")
+    kept = []
+    for who in ("stock-sync", kind):
+        with RawServer(handler) as server, Client(who) as c:
+            answer = outcome(lambda: c.request("POST", server.url, content=b"x" * 20_000_000))
+            assert isinstance(answer, httpx.Response), (who, answer)
+            assert (answer.status_code, answer.content) == (413, b"too big!")
+            if who == "stock-sync":
+                kept.append(len(c.client._transport._pool.connections))
+            else:
+                kept.append(c.pool.get_stats()["idle_connections"])
+    assert kept == [0, 0]
