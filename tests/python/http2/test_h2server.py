@@ -240,6 +240,8 @@ def test_graceful_goaway_finishes_processed_streams_and_ignores_later_ones():
         assert (goaway.last_stream_id, goaway.error_code) == (first, 0)
         assert not raw.of(h2.events.ResponseReceived, late)
         assert server.seen() == [("GET", "/slow?delay=0.5")]
+        # (The server closes the socket before it marks the connection closed.)
+        assert server.wait_for(lambda: server.connection_infos()[0].closed)
         info = server.connection_infos()[0]
         assert (info.goaway_last_stream_id, info.ignored, info.closed) == (first, 1, True)
         raw.close()

@@ -26,14 +26,16 @@ def server():
 def test_rounds_of_a_thousand_streams_leave_nothing_behind(server, http2):
     result = run_rounds(server, STREAMS, ROUNDS, http2=http2)
     rounds = result["rounds"]
-    first, last = rounds[0], rounds[-1]
+    last = rounds[-1]
     for r in rounds:
         assert r["events"] == STREAMS * result["events"], rounds  # every event of every stream arrived
         assert r["active"] == 0 and r["tasks"] == 0, rounds  # every connection given back, no task left
-    # The server accepted no connection after the first round: every stream's connection was
-    # reused, none kept by a finished stream. HTTP/1.1: one per stream; HTTP/2: 128 streams each.
-    assert all(r["connections"] == first["connections"] for r in rounds), rounds
-    assert first["connections"] == (STREAMS if not http2 else -(-STREAMS // 128)), rounds
-    assert first["idle"] == first["connections"], rounds
-    assert all(r["fds"] == first["fds"] for r in rounds), rounds
+    # The server accepted no more connections than streams were ever open at once: every stream's
+    # connection was reused, none kept by a finished stream. HTTP/1.1: one per stream; HTTP/2: 128
+    # streams each. (On a loaded machine the first round's first streams may end before its last
+    # ones open, so the first round may open fewer, and the next the rest.)
+    limit = STREAMS if not http2 else -(-STREAMS // 128)
+    assert all(r["connections"] <= limit for r in rounds) and last["connections"] == limit, rounds
+    assert all(r["idle"] == r["connections"] for r in rounds), rounds
+    assert all(r["fds"] == last["fds"] for r in rounds[-3:]), rounds
     assert last["rss_kb"] - rounds[-3]["rss_kb"] < RSS_GROWTH_KB, rounds
