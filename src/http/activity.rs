@@ -90,6 +90,10 @@ impl<S> Tracked<S> {
         Tracked { inner, activity }
     }
 
+    pub(super) fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     fn note_write<T>(&self, result: &Poll<io::Result<T>>) {
         match result {
             Poll::Pending => {

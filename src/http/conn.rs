@@ -37,11 +37,12 @@ pub struct HttpConn {
     pub activity: Arc<Activity>,
     /// HTTP/2's connection task, which reads and writes its socket for every stream.
     task: Option<AbortHandle>,
-    /// The same socket as the one the connection reads (a second descriptor of it), so that a drop
-    /// shuts it down at that moment, not whenever the runtime gets to an aborted HTTP/2 task:
-    /// the pool counts a connection until this is done, and a server never sees more than the
-    /// limits. Also what the pool looks at before reusing the connection.
-    socket: std::net::TcpStream,
+    /// HTTP/2 only: a second descriptor of the socket its task reads, so that a drop shuts it
+    /// down at that moment, not whenever the runtime gets to the aborted task: the pool counts a
+    /// connection until this is done, and a server never sees more than the limits. Also what
+    /// the pool looks at before reusing the connection. An HTTP/1.1 connection holds its socket
+    /// itself, closed when it is dropped: one descriptor, as httpx's.
+    http2_socket: Option<std::net::TcpStream>,
     /// Which process made it: a forked child must not shut down its parent's sockets.
     fork_generation: usize,
     tls: bool,
@@ -65,9 +66,18 @@ impl HttpConn {
         self.reuse_until.store(until, Relaxed);
     }
 
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        match (&self.sender, &self.http2_socket) {
+            (Sender::Http1(conn), _) => conn.fd(),
+            (Sender::Http2(_), socket) => socket.as_ref().map(|s| s.as_fd()),
+        }
+    }
+
     fn socket_is_idle_and_open(&self, unasked_bytes_allowed: bool) -> bool {
         use rustix::event::{poll, PollFd, PollFlags, Timespec};
-        let mut fds = [PollFd::new(&self.socket, PollFlags::IN | PollFlags::RDHUP)];
+        let Some(fd) = self.fd() else { return false };
+        let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN | PollFlags::RDHUP)];
         if poll(&mut fds, Some(&Timespec { tv_sec: 0, tv_nsec: 0 })).is_err() {
             return false;
         }
@@ -114,8 +124,8 @@ impl Drop for HttpConn {
         if let Sender::Http2(conn) = &self.sender {
             conn.end();
         }
-        if self.fork_generation == super::runtime::fork_generation() {
-            let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        if let Some(socket) = self.http2_socket.as_ref().filter(|_| self.fork_generation == super::runtime::fork_generation()) {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
         }
         if let Some(task) = &self.task {
             task.abort();
@@ -128,6 +138,16 @@ impl Drop for HttpConn {
 pub(super) enum Io {
     Plain(Socket),
     Tls(Box<TlsStream<Io>>),
+}
+
+impl Io {
+    /// The TCP socket's descriptor, under any TLS; none once the socket is lost.
+    pub(super) fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match self {
+            Io::Plain(socket) => socket.fd(),
+            Io::Tls(tls) => tls.get_ref().0.fd(),
+        }
+    }
 }
 
 macro_rules! delegate {
@@ -236,9 +256,6 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, endpoint_http: &Arc<Endpoint
     let tcp = super::dial::connect(&answers, dialer.local_address).await?;
     let addresses = (tcp.peer_addr(), tcp.local_addr());
     tcp.set_nodelay(true).map_err(|e| HttpError::Connect(e.to_string()))?;
-    let socket = std::net::TcpStream::from(
-        std::os::fd::AsFd::as_fd(&tcp).try_clone_to_owned().map_err(|e| HttpError::Connect(e.to_string()))?,
-    );
     let mut stream = Io::Plain(Socket::from(tcp));
     if let Some(proxy) = proxy.as_ref().filter(|p| p.scheme == Scheme::Https) {
         stream = Io::Tls(Box::pin(tls_handshake(stream, &proxy.host, &dialer.proxy_tls)).await?);
@@ -263,11 +280,13 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, endpoint_http: &Arc<Endpoint
     let activity = Arc::new(Activity::default());
     activity.touch();
     let io = Tracked::new(stream, activity.clone());
-    let (sender, task, version) = if http2 {
+    let (sender, task, http2_socket, version) = if http2 {
+        let socket = io.get_ref().fd().map(|fd| fd.try_clone_to_owned()).transpose();
+        let socket = socket.map_err(|e| HttpError::Connect(e.to_string()))?.map(std::net::TcpStream::from);
         let (conn, task) = Box::pin(http2::handshake(io, dialer.keep_alive, endpoint_http.clone())).await?;
-        (Sender::Http2(conn), Some(task), http::Version::HTTP_2)
+        (Sender::Http2(conn), Some(task), socket, http::Version::HTTP_2)
     } else {
-        (Sender::Http1(Http1Conn::new(io)), None, http::Version::HTTP_11)
+        (Sender::Http1(Http1Conn::new(io)), None, None, http::Version::HTTP_11)
     };
     let info = match addresses {
         (Ok(peer), Ok(local)) => ConnectionInfo { peer, local, tls: tls_info },
@@ -278,7 +297,7 @@ async fn open(endpoint: &Endpoint, dialer: &Dialer, endpoint_http: &Arc<Endpoint
         info: Arc::new(info),
         activity,
         task,
-        socket,
+        http2_socket,
         fork_generation: super::runtime::fork_generation(),
         tls: endpoint.scheme() == Scheme::Https || proxy.is_some_and(|p| p.scheme == Scheme::Https),
         addressing,

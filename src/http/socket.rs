@@ -30,6 +30,16 @@ impl From<TcpStream> for Socket {
 }
 
 impl Socket {
+    /// Its descriptor (whichever thread drives it, the same socket); none once lost.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        match self {
+            Socket::Reactor(s) => Some(s.as_fd()),
+            Socket::Inline(s, _) => Some(s.as_fd()),
+            Socket::Lost => None,
+        }
+    }
+
     /// Where readiness comes from for this thread's mode: moves the socket if it must.
     fn settle(&mut self) -> io::Result<()> {
         let must_move = match (inline::mode(), &*self) {

@@ -52,6 +52,11 @@ impl Http1Conn {
         Http1Conn { io, buffered: Vec::new(), reusable: true }
     }
 
+    /// The TCP socket's descriptor (under TLS too), for a look before reuse.
+    pub(super) fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.io.get_ref().fd()
+    }
+
     pub(super) fn is_reusable(&self) -> bool {
         self.reusable && self.buffered.is_empty()
     }

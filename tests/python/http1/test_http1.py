@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import fcntl
+import os
 import socket
 import ssl
 import struct
@@ -819,6 +820,38 @@ def test_a_close_delimited_tls_body_without_close_notify_is_accepted(kind, tls, 
             result = outcome(lambda: c.request("GET", server.url))
     assert isinstance(result, httpx.Response), result
     assert result.content == body
+
+
+# --- one descriptor per connection -----------------------------------------------------------
+
+
+def descriptors_per_connection(port: int) -> list[int]:
+    """For each of this process's TCP connections to `port`, how many of its descriptors are
+    that connection's socket."""
+    counts = {}
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port:
+                    counts[fields[9]] = 0  # the socket's inode
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            continue
+        inode = target[len("socket:["):-1] if target.startswith("socket:[") else None
+        if inode in counts:
+            counts[inode] += 1
+    return sorted(counts.values())
+
+
+def test_a_connection_is_one_descriptor(kind):
+    """As with httpx's transport, a kept-alive HTTP/1.1 connection holds one file descriptor:
+    a process's descriptor limit allows as many connections as with httpx."""
+    with Server() as server, Client(kind) as client:
+        assert client.request("GET", f"{server.url}/json").status_code == 200
+        assert descriptors_per_connection(server.port) == [1]
 
 
 # --- a drain on one endpoint does not hold up another ------------------------------------------
