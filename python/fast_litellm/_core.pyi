@@ -2,7 +2,7 @@
 
 from os import PathLike
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypeAlias, TypedDict, final
+from typing import Any, Callable, Literal, Protocol, TypeAlias, TypedDict, final
 
 __all__ = [
     "__version__",
@@ -25,6 +25,8 @@ __all__ = [
     "LoopBridge",
     "HttpEngine",
     "PyResponse",
+    "BodyReader",
+    "AsyncBodyReader",
     "CancelHandle",
     "get_connection",
     "return_connection",
@@ -160,7 +162,7 @@ class LoopBridge:
 
 @final
 class CancelHandle:
-    """Stops an async request or body read; its connection is closed."""
+    """Stops an async request; its connection is closed."""
 
     def cancel(self) -> None: ...
 
@@ -190,15 +192,36 @@ class PyResponse:
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
         """Every field line, in wire order."""
-    def ready_chunks(self) -> tuple[list[bytes], bool]:
-        """The chunks here now (those read with the head first; never waits), and whether the
-        body ended."""
-    def read_chunk(self) -> bytes | None:
-        """The next chunk (blocking without the GIL), or None at the end."""
-    def read_chunk_async(self, bridge: LoopBridge, future: _Future) -> CancelHandle:
-        """The next chunk (bytes, or None at the end) is set on `future` through `bridge`."""
+    def ready_bytes(self) -> tuple[bytes, bool]:
+        """The bytes read with the head (once; never waits), and whether the body ended."""
     def close(self) -> None:
         """Stops reading: the rest is drained in the background, then the connection reused."""
+
+@final
+class BodyReader:
+    """Iterates a response body: each step everything that has arrived, as one bytes object
+    (`first` first); blocks without the GIL while nothing has. Engine errors go through
+    `on_error`, whose return value is raised."""
+
+    def __new__(cls, response: PyResponse, first: bytes, on_error: Callable[[BaseException], BaseException]) -> BodyReader: ...
+    def __iter__(self) -> BodyReader: ...
+    def __next__(self) -> bytes: ...
+
+@final
+class AsyncBodyReader:
+    """The async twin of BodyReader: each step a future of `new_future()`, set through `bridge`
+    when bytes arrive. Cancelling that future stops the read before it takes anything."""
+
+    def __new__(
+        cls,
+        response: PyResponse,
+        first: bytes,
+        bridge: LoopBridge,
+        new_future: Callable[[], _Future],
+        on_error: Callable[[BaseException], BaseException],
+    ) -> AsyncBodyReader: ...
+    def __aiter__(self) -> AsyncBodyReader: ...
+    def __anext__(self) -> _Future: ...
 
 @final
 class HttpEngine:

@@ -77,80 +77,41 @@ def origin(url: Any) -> str:
     return f"{url.scheme}://{url.host}{port}"
 
 
-class _SyncBody:
-    """A body still arriving: the chunks read with the head, then chunk by chunk. A byte stream
-    of the transport's library through ``Library.stream_class`` (which sets ``library``)."""
+class _Body:
+    """A body still arriving: the bytes read with the head, then the rest as it arrives, read by
+    the engine's reader. A byte stream of the transport's library through
+    ``Library.stream_class`` (which sets ``library``)."""
 
     library: Library
 
-    def __init__(self, response: Any, request: Any, prefetched: list) -> None:
+    def __init__(self, response: Any, request: Any, prefetched: bytes) -> None:
         self._response = response
         self._request = request
         self._prefetched = prefetched
 
-    def __iter__(self):
-        yield from self._prefetched
-        self._prefetched = []
-        response = self._response
-        while True:
-            try:
-                chunks, finished = response.ready_chunks()
-                if finished:
-                    yield from chunks
-                    return
-                if not chunks:
-                    chunk = response.read_chunk()
-                    if chunk is None:
-                        return
-                    chunks = [chunk]
-            except ENGINE_ERRORS as exc:
-                raise self.library.error(exc, self._request) from None
-            yield from chunks
+    def _error(self, exc: BaseException) -> BaseException:
+        """What the reader raises for an engine exception: the library's."""
+        return self.library.error(exc, self._request) if isinstance(exc, ENGINE_ERRORS) else exc
+
+
+class _SyncBody(_Body):
+    """Read on the caller's thread, without the GIL while it waits."""
+
+    def __iter__(self) -> Any:
+        prefetched, self._prefetched = self._prefetched, b""
+        return _core.BodyReader(self._response, prefetched, self._error)
 
     def close(self) -> None:
         self._response.close()
 
 
-class _AsyncBody:
-    """The async twin of :class:`_SyncBody`."""
+class _AsyncBody(_Body):
+    """The async twin of :class:`_SyncBody`: its reader's steps are the event loop's futures."""
 
-    library: Library
-
-    def __init__(self, response: Any, request: Any, prefetched: list) -> None:
-        self._response = response
-        self._request = request
-        self._prefetched = prefetched
-
-    async def __aiter__(self):
-        for chunk in self._prefetched:
-            yield chunk
-        self._prefetched = []
+    def __aiter__(self) -> Any:
         new_future, bridge = backend()
-        response = self._response
-        while True:
-            try:
-                chunks, finished = response.ready_chunks()
-            except ENGINE_ERRORS as exc:
-                raise self.library.error(exc, self._request) from None
-            for chunk in chunks:
-                yield chunk
-            if finished:
-                return
-            if chunks:
-                continue
-            # Nothing here yet: wait for the runtime to hand the next chunk over.
-            future = new_future()
-            handle = response.read_chunk_async(bridge, future)
-            try:
-                chunk = await future
-            except ENGINE_ERRORS as exc:
-                raise self.library.error(exc, self._request) from None
-            except BaseException:  # cancelled (asyncio or trio), or interrupted
-                handle.cancel()
-                raise
-            if chunk is None:
-                return
-            yield chunk
+        prefetched, self._prefetched = self._prefetched, b""
+        return _core.AsyncBodyReader(self._response, prefetched, bridge, new_future, self._error)
 
     async def aclose(self) -> None:
         self._response.close()
@@ -215,8 +176,8 @@ class PoolTransport:
     def _response(self, response: Any, request: Any, tracer: Optional[Tracer]) -> Any:
         """The library's response for the engine's: a body that arrived whole is one ByteStream."""
         lib = self.library
-        chunks, finished = response.ready_chunks()
-        stream = lib.ByteStream(b"".join(chunks)) if finished else self._body(response, request, chunks)
+        prefetched, finished = response.ready_bytes()
+        stream = lib.ByteStream(prefetched) if finished else self._body(response, request, prefetched)
         if tracer is not None:
             stream = self._traced_body(stream, tracer)
         return lib.Response(response.status, headers=response.headers, stream=stream, extensions=_extensions(response))

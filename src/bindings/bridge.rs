@@ -140,7 +140,7 @@ impl LoopBridge {
         for item in batch {
             let completion = match item {
                 Item::Completion(completion) => completion,
-                Item::Poll(work) => match work.poll(py) {
+                Item::Poll(work) => match work.repoll(py) {
                     Some(completion) => completion,
                     None => continue,
                 },

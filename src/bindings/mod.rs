@@ -3,6 +3,7 @@
 mod bridge;
 mod engine;
 mod errors;
+mod reader;
 mod registry;
 mod response;
 mod run;
@@ -562,6 +563,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DRAIN_BYTES", crate::http::DrainPolicy::DEFAULT.max_bytes)?;
     m.add("DRAIN_SECONDS", crate::http::DrainPolicy::DEFAULT.max_time.as_secs_f64())?;
     m.add_class::<response::PyResponse>()?;
+    m.add_class::<reader::BodyReader>()?;
+    m.add_class::<reader::AsyncBodyReader>()?;
     m.add_class::<run::CancelHandle>()?;
     m.add_function(wrap_pyfunction!(get_connection, m)?)?;
     m.add_function(wrap_pyfunction!(return_connection, m)?)?;

@@ -1,16 +1,14 @@
 //! A response handed to Python: its head, the body chunks read with it, and the body read on,
 //! sync or async, or closed (drained in the background).
 
-use super::bridge::LoopBridge;
-use super::errors::http_error;
-use super::run::{block_on_interruptibly, CancelHandle, OnLoop};
+use super::run::OnLoop;
 use crate::http::{Body, HttpError, Response};
 use bytes::Bytes;
 use ::http::Version;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// At most this much of a body already here is handed over with its head, or with one read.
 pub(super) const READ_WITH_HEAD: usize = 256 * 1024;
@@ -29,16 +27,20 @@ pub struct PyResponse {
     /// The HTTP/2 stream the response came on.
     #[pyo3(get)]
     stream_id: Option<u32>,
-    /// The body chunks read with the head, until the first `ready_chunks` hands them over.
+    /// The body chunks read with the head, until `ready_bytes` hands them over.
     prefetched: Mutex<Option<Vec<Bytes>>>,
     body: Arc<Mutex<BodySlot>>,
+    /// An async read under way (`reader.rs`), stopped by `close` or by the next read. Weak: the
+    /// read holds its reader's error call, which holds this response (a cycle the garbage
+    /// collector could not see).
+    reading: Mutex<Weak<OnLoop>>,
 }
 
 /// Where a response's body is: here, out with a read under way, or gone (closed or given
 /// back).
 // One per response, never moved: boxing the body would cost an allocation per response.
 #[allow(clippy::large_enum_variant)]
-enum BodySlot {
+pub(super) enum BodySlot {
     Here(Body),
     /// `close` was asked for while a read had it: the read closes it when it is back.
     Reading { close_when_back: bool },
@@ -92,6 +94,7 @@ impl PyResponse {
             stream_id: response.stream_id,
             prefetched: Mutex::new(Some(prefetched)),
             body: Arc::new(Mutex::new(BodySlot::Here(response.body))),
+            reading: Mutex::new(Weak::new()),
         }
     }
 
@@ -105,6 +108,7 @@ impl PyResponse {
 
     /// Stops reading: see `close` below.
     fn close_body(&self) {
+        self.stop_reading();
         let mut slot = self.body.lock();
         match std::mem::replace(&mut *slot, BodySlot::Gone) {
             BodySlot::Here(body) => {
@@ -117,7 +121,17 @@ impl PyResponse {
     }
 }
 
-async fn next_chunk(slot: Arc<Mutex<BodySlot>>) -> Result<Option<Bytes>, HttpError> {
+/// What a body has for its reader now, without waiting.
+pub(super) enum Now {
+    Data(Vec<Bytes>),
+    End,
+    Failed(HttpError),
+    /// Nothing yet: a read must wait (`next_chunks`).
+    Waiting,
+}
+
+/// The next chunks of the body in `slot` (waiting for the first): see `Body::next_chunks`.
+pub(super) async fn next_chunks(slot: Arc<Mutex<BodySlot>>) -> Result<Option<Vec<Bytes>>, HttpError> {
     let Some(mut borrowed) = Borrowed::take(&slot) else {
         return match &*slot.lock() {
             // A read cancelled a moment ago may still hold it: an end of body here would be a lie.
@@ -125,7 +139,61 @@ async fn next_chunk(slot: Arc<Mutex<BodySlot>>) -> Result<Option<Bytes>, HttpErr
             _ => Ok(None),
         };
     };
-    borrowed.body.as_mut().expect("taken above").next_chunk().await
+    borrowed.body.as_mut().expect("taken above").next_chunks(READ_WITH_HEAD).await
+}
+
+/// `chunks` as one bytes object: one hand-over, one Python object, one copy.
+pub(super) fn joined<'py>(py: Python<'py>, chunks: &[Bytes]) -> PyResult<Bound<'py, PyBytes>> {
+    if let [one] = chunks {
+        return Ok(PyBytes::new(py, one));
+    }
+    let size = chunks.iter().map(Bytes::len).sum();
+    PyBytes::new_with(py, size, |space| {
+        let mut at = 0;
+        for chunk in chunks {
+            space[at..at + chunk.len()].copy_from_slice(chunk);
+            at += chunk.len();
+        }
+        Ok(())
+    })
+}
+
+impl PyResponse {
+    /// What the body has now, for a reader (`reader.rs`), which waits through `next_chunks`
+    /// when it is `Waiting`. A read of it still under way was given up by its awaiter: it stops
+    /// first, leaving the body as it was.
+    pub(super) fn ready_now(&self) -> Now {
+        self.stop_reading();
+        match &mut *self.body.lock() {
+            BodySlot::Gone => Now::End,
+            // Taken by another read (a sync one): `next_chunks` says so.
+            BodySlot::Reading { .. } => Now::Waiting,
+            BodySlot::Here(body) => match body.ready_chunks(READ_WITH_HEAD) {
+                Ok((chunks, _)) if !chunks.is_empty() => Now::Data(chunks),
+                Ok((_, true)) => Now::End,
+                Ok((_, false)) => Now::Waiting,
+                Err(error) => Now::Failed(error),
+            },
+        }
+    }
+
+    pub(super) fn body_slot(&self) -> Arc<Mutex<BodySlot>> {
+        self.body.clone()
+    }
+
+    /// The async read now under way, which `close` (and the next read) stops.
+    pub(super) fn set_reading(&self, work: &Arc<OnLoop>) {
+        *self.reading.lock() = Arc::downgrade(work);
+    }
+
+    /// Stops an async read under way: its work goes, with the body back in its slot (nothing is
+    /// taken from the connection but whole chunks, so nothing is lost).
+    fn stop_reading(&self) {
+        let work = std::mem::take(&mut *self.reading.lock()).upgrade();
+        if let Some(work) = work {
+            work.cancel();
+        }
+    }
 }
 
 #[pymethods]
@@ -176,51 +244,13 @@ impl PyResponse {
         Ok(list)
     }
 
-    /// The body chunks here now, without waiting, and whether the body ended: first the ones
-    /// read with the head (handed over once), then whatever else has arrived. With
-    /// `read_chunk` / `read_chunk_async` (wait for the next one) this is the whole way body
-    /// bytes reach Python: a reader asks for what is here, and waits only when nothing is,
-    /// which skips a hand-over through the runtime whenever data is already there.
-    fn ready_chunks<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyList>, bool)> {
-        let list = PyList::empty(py);
-        if let Some(prefetched) = self.prefetched.lock().take() {
-            // The first call, with the head: never polls further, so that a body error comes
-            // from reading the body (after these chunks), not from handing the head over.
-            for c in prefetched {
-                list.append(PyBytes::new(py, &c))?;
-            }
-            return Ok((list, self.is_finished()));
-        }
-        let mut slot = self.body.lock();
-        let finished = match &mut *slot {
-            // Taken by a read under way, or already given back to the pool.
-            BodySlot::Reading { .. } | BodySlot::Gone => return Ok((list, false)),
-            BodySlot::Here(body) => {
-                let (chunks, finished) = body.ready_chunks(READ_WITH_HEAD).map_err(http_error)?;
-                for c in chunks {
-                    list.append(PyBytes::new(py, &c))?;
-                }
-                finished
-            }
-        };
-        Ok((list, finished))
-    }
-
-    /// The next body chunk (blocking without the GIL), or None at the end.
-    fn read_chunk<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let chunk = block_on_interruptibly(py, next_chunk(self.body.clone()))?.map_err(http_error)?;
-        Ok(chunk.map(|c| PyBytes::new(py, &c)))
-    }
-
-    /// The next body chunk (bytes, or None at the end) is set on `future`: read on the event
-    /// loop's thread, at once if it is here, else when the runtime wakes the read through `bridge`.
-    fn read_chunk_async(&self, py: Python<'_>, bridge: &LoopBridge, future: Py<PyAny>) -> CancelHandle {
-        let body = self.body.clone();
-        OnLoop::start(py, bridge, future, async move {
-            let chunk = next_chunk(body).await?;
-            Ok(Box::new(move |py: Python<'_>| Ok(chunk.map(|c| PyBytes::new(py, &c).into_any().unbind()).into_pyobject(py)?.unbind()))
-                as super::bridge::Deliver)
-        })
+    /// The body bytes that came with the head, as one bytes object, and whether the body
+    /// ended. Once, when the response is handed over: never polls further, so that a body
+    /// error comes from reading the body (after these bytes), not from handing the head over.
+    /// The rest is read with a reader (`reader.rs`).
+    fn ready_bytes<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyBytes>, bool)> {
+        let prefetched = self.prefetched.lock().take().unwrap_or_default();
+        Ok((joined(py, &prefetched)?, self.is_finished()))
     }
 
     /// Stops reading: the rest of the body is drained in the background (bounded), then the

@@ -1,7 +1,7 @@
 //! How Rust work runs for Python: on the caller's thread with the GIL released and Ctrl-C looked
 //! for between slices; as a runtime task whose outcome is set on an event loop's future; or on the
 //! event loop's own thread, polled there whenever the runtime wakes it ([`OnLoop`]). A
-//! [`CancelHandle`] stops either of the last two.
+//! [`CancelHandle`] stops a task; an [`OnLoop`] stops when its awaiter gives up, or is stopped.
 
 use super::bridge::{Completion, Deliver, LoopBridge, Sender, WeakSender};
 use super::errors::{http_error, task_panicked};
@@ -46,7 +46,7 @@ where
         };
         sender.complete(future, deliver);
     });
-    CancelHandle { work: Work::Task(task.abort_handle()) }
+    CancelHandle { task: task.abort_handle() }
 }
 
 type LoopWork = Pin<Box<dyn Future<Output = Result<Deliver, HttpError>> + Send>>;
@@ -70,8 +70,9 @@ pub(super) struct OnLoop {
 
 impl OnLoop {
     /// Starts `work` on the calling thread (the loop's): polled at once, and again whenever it
-    /// is woken, until it is done; its outcome is then set on `future`.
-    pub(super) fn start<F>(py: Python<'_>, bridge: &LoopBridge, future: Py<PyAny>, work: F) -> CancelHandle
+    /// is woken, until it is done; its outcome is then set on `future`. It stops, unpolled, once
+    /// `future` is cancelled (its awaiter gave up), or when `cancel` is called.
+    pub(super) fn start<F>(py: Python<'_>, bridge: &LoopBridge, future: Py<PyAny>, work: F) -> Arc<OnLoop>
     where
         F: Future<Output = Result<Deliver, HttpError>> + Send + 'static,
     {
@@ -86,7 +87,7 @@ impl OnLoop {
                 err.write_unraisable(py, None);
             }
         }
-        CancelHandle { work: Work::OnLoop(on_loop) }
+        on_loop
     }
 
     /// Only the loop's thread, with the GIL, takes this lock (to poll, cancel, or show the
@@ -97,7 +98,7 @@ impl OnLoop {
 
     /// Polls the work once; its outcome, for the future, when it is done. A panic is the
     /// future's error, as in a task.
-    pub(super) fn poll(self: &Arc<Self>, _gil: Python<'_>) -> Option<Completion> {
+    fn poll(self: &Arc<Self>, _gil: Python<'_>) -> Option<Completion> {
         self.queued.store(false, Ordering::Release);
         let mut slot = self.work.lock();
         let work = slot.as_mut()?;
@@ -118,7 +119,27 @@ impl OnLoop {
         Some(Completion { future, deliver })
     }
 
-    fn cancel(&self) {
+    /// Polls the work again, as the runtime asked, unless its awaiter gave up meanwhile: then it
+    /// stops before it takes anything from the connection (a chunk read for nobody would be
+    /// lost to the body's next reader).
+    pub(super) fn repoll(self: &Arc<Self>, py: Python<'_>) -> Option<Completion> {
+        if self.abandoned(py) {
+            self.queued.store(false, Ordering::Release);
+            self.cancel();
+            return None;
+        }
+        self.poll(py)
+    }
+
+    /// Whether nobody waits for the outcome any more: the future was cancelled (its task was),
+    /// or the work is done or cancelled.
+    fn abandoned(&self, py: Python<'_>) -> bool {
+        // Out of the lock before calling Python: a garbage collection meanwhile takes it.
+        let Some(future) = self.future().as_ref().map(|f| f.clone_ref(py)) else { return true };
+        future.bind(py).call_method0(pyo3::intern!(py, "cancelled")).and_then(|c| c.is_truthy()).unwrap_or(true)
+    }
+
+    pub(super) fn cancel(&self) {
         let work = self.work.lock().take();
         drop(work);
         drop(self.future.lock().take());
@@ -155,24 +176,15 @@ impl<F: Future> Future for CatchPanic<F> {
     }
 }
 
-/// Stops an async request (its HTTP/1.1 connection is closed: its state is unknown) or body
-/// read (the body stays readable; closing it drains the rest).
+/// Stops an async request (its HTTP/1.1 connection is closed: its state is unknown).
 #[pyclass(module = "fast_litellm._core", frozen)]
 pub struct CancelHandle {
-    work: Work,
-}
-
-enum Work {
-    Task(AbortHandle),
-    OnLoop(Arc<OnLoop>),
+    task: AbortHandle,
 }
 
 #[pymethods]
 impl CancelHandle {
     fn cancel(&self) {
-        match &self.work {
-            Work::Task(task) => task.abort(),
-            Work::OnLoop(work) => work.cancel(),
-        }
+        self.task.abort();
     }
 }

@@ -88,6 +88,20 @@ impl Body {
         }
     }
 
+    /// The next chunk (waiting for it) with every chunk that arrived along with it, up to about
+    /// `limit` bytes: one hand-over for all that is here. `None` at the end of the body; an
+    /// error met after that first chunk waits for the next read, as in `ready_chunks`.
+    pub async fn next_chunks(&mut self, limit: usize) -> Result<Option<Vec<Bytes>>, HttpError> {
+        let Some(first) = self.next_chunk().await? else { return Ok(None) };
+        let size = first.len();
+        let mut chunks = vec![first];
+        match self.ready_chunks(limit.saturating_sub(size)) {
+            Ok((more, _)) => chunks.extend(more),
+            Err(error) => self.pending_error = Some(error),
+        }
+        Ok(Some(chunks))
+    }
+
     /// Whatever chunks are already here, without waiting (about `limit` bytes at most), and
     /// whether the body ended. An error comes only when no chunk does: one met after some
     /// chunks waits for the next read.

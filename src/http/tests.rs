@@ -217,6 +217,26 @@ async fn the_head_comes_without_waiting_for_the_body() {
     assert_eq!(read_all(&mut response.body).await.0, b"world");
 }
 
+#[tokio::test]
+async fn chunks_that_arrive_together_are_handed_over_together_and_a_cut_after_them_waits() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let rx = Mutex::new(rx);
+    let server = RawServer::start(move |peer| {
+        if peer.read_request().is_some() {
+            peer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+            let _ = rx.lock().unwrap().recv();
+            peer.write(b"5\r\nhello\r\n6\r\n world\r\n"); // then the connection closes mid-body
+        }
+    });
+    let (pool, client) = (pool(4), client());
+    let mut response = client.send(&pool, request(&server, Method::GET, b"", Timeouts::default())).await.unwrap();
+    tx.send(()).unwrap();
+    let chunks = response.body.next_chunks(1 << 20).await.unwrap().unwrap();
+    assert_eq!(chunks.concat(), b"hello world");
+    assert!(matches!(response.body.next_chunks(1 << 20).await, Err(HttpError::RemoteProtocol(_))));
+    assert_eq!(pool.stats().total(), 0);
+}
+
 /// Runs `future` the way a sync caller does: on this thread, its socket read here.
 fn on_this_thread<F: Future>(future: F) -> F::Output {
     let future = std::pin::pin!(future);

@@ -304,6 +304,26 @@ async def test_cancelled_stream_leaves_no_active_connection(server):
     wait_for(lambda: active(pool) == 0)
 
 
+@pytest.mark.parametrize("gone", ["before", "after"], ids=["rest-arrives-later", "rest-arrived-while-nobody-waited"])
+async def test_a_body_read_given_up_loses_no_byte(server, gone):
+    """A task that stops waiting for the next body bytes (a timeout, a cancellation) leaves them
+    to the body's next read, also when they arrive while nobody waits: the read stops before it
+    takes them. Then the body ends and the connection goes back to the pool."""
+    pool = new_pool()
+    transport = AsyncHTTPTransport(pool)
+    response = await transport.handle_async_request(httpx.Request("GET", f"{server.url}/slow-body?t=0.3"))
+    reader = response.stream.__aiter__()  # the transport's own body stream: it can be read on
+    assert await reader.__anext__() == b"hello"
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(reader.__anext__(), 0.05)
+    if gone == "after":
+        await asyncio.sleep(0.6)  # "world" arrives, and wakes the read nobody waits for any more
+    assert b"".join([chunk async for chunk in reader]) == b"world"
+    assert active(pool) == 0 and pool.get_stats()["idle_connections"] == 1
+    await response.aclose()
+    await transport.aclose()
+
+
 def test_keyboard_interrupt_in_sync_code_gives_the_connection_back(server):
     pool = new_pool()
     done = threading.Event()
