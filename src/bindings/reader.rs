@@ -101,34 +101,27 @@ impl AsyncBodyReader {
             Some(calls) => (calls.new_future.clone_ref(py), calls.on_error.clone_ref(py)),
             None => return Err(PyStopAsyncIteration::new_err(())),
         };
-        let done = |value: Bound<'_, PyAny>| -> PyResult<Py<PyAny>> {
-            let future = new_future.call0(py)?;
-            future.call_method1(py, pyo3::intern!(py, "set_result"), (value,))?;
-            Ok(future)
-        };
+        let future = new_future.call0(py)?;
         if let Some(first) = self.first.lock().take() {
-            return done(first.into_bound(py).into_any());
+            future.call_method1(py, pyo3::intern!(py, "set_result"), (first,))?;
+            return Ok(future);
         }
         let response = self.response.get();
-        match response.ready_now() {
-            Now::Data(chunks) => done(joined(py, &chunks)?.into_any()),
-            Now::End => Err(PyStopAsyncIteration::new_err(())),
-            Now::Failed(error) => Err(raised(py, &on_error, error)),
-            Now::Waiting => {
-                let future = new_future.call0(py)?;
-                let slot = response.body_slot();
-                let work = OnLoop::start(py, self.bridge.get(), future.clone_ref(py), async move {
-                    let outcome = next_chunks(slot).await;
-                    Ok(Box::new(move |py: Python<'_>| match outcome {
-                        Ok(Some(chunks)) => Ok(joined(py, &chunks)?.into_any().unbind()),
-                        Ok(None) => Err(PyStopAsyncIteration::new_err(())),
-                        Err(error) => Err(raised(py, &on_error, error)),
-                    }) as Deliver)
-                });
-                response.set_reading(&work);
-                Ok(future)
-            }
-        }
+        // A read whose awaiter gave up stops here, leaving the body as it was.
+        response.stop_reading();
+        // Polled at once: bytes already here set the future before it is returned (one look
+        // at the connection per step, whether or not it must wait).
+        let slot = response.body_slot();
+        let work = OnLoop::start(py, self.bridge.get(), future.clone_ref(py), async move {
+            let outcome = next_chunks(slot).await;
+            Ok(Box::new(move |py: Python<'_>| match outcome {
+                Ok(Some(chunks)) => Ok(joined(py, &chunks)?.into_any().unbind()),
+                Ok(None) => Err(PyStopAsyncIteration::new_err(())),
+                Err(error) => Err(raised(py, &on_error, error)),
+            }) as Deliver)
+        });
+        response.set_reading(&work);
+        Ok(future)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -159,11 +159,9 @@ pub(super) fn joined<'py>(py: Python<'py>, chunks: &[Bytes]) -> PyResult<Bound<'
 }
 
 impl PyResponse {
-    /// What the body has now, for a reader (`reader.rs`), which waits through `next_chunks`
-    /// when it is `Waiting`. A read of it still under way was given up by its awaiter: it stops
-    /// first, leaving the body as it was.
+    /// What the body has now, for the sync reader (`reader.rs`), which waits through
+    /// `next_chunks` when it is `Waiting`.
     pub(super) fn ready_now(&self) -> Now {
-        self.stop_reading();
         match &mut *self.body.lock() {
             BodySlot::Gone => Now::End,
             // Taken by another read (a sync one): `next_chunks` says so.
@@ -188,7 +186,7 @@ impl PyResponse {
 
     /// Stops an async read under way: its work goes, with the body back in its slot (nothing is
     /// taken from the connection but whole chunks, so nothing is lost).
-    fn stop_reading(&self) {
+    pub(super) fn stop_reading(&self) {
         let work = std::mem::take(&mut *self.reading.lock()).upgrade();
         if let Some(work) = work {
             work.cancel();
