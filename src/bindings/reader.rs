@@ -5,7 +5,7 @@
 
 use super::bridge::{Deliver, LoopBridge};
 use super::errors::http_error;
-use super::response::{joined, next_chunks, Now, PyResponse};
+use super::response::{joined, next_chunks, PyResponse};
 use super::run::{block_on_interruptibly, OnLoop};
 use crate::http::HttpError;
 use parking_lot::Mutex;
@@ -49,16 +49,11 @@ impl BodyReader {
         if let Some(first) = self.first.lock().take() {
             return Ok(Some(first.into_bound(py)));
         }
-        let response = self.response.get();
-        let chunks = match response.ready_now() {
-            Now::Data(chunks) => chunks,
-            Now::End => return Ok(None),
-            Now::Failed(error) => return Err(raised(py, &self.on_error, error)),
-            Now::Waiting => match block_on_interruptibly(py, next_chunks(response.body_slot()))? {
-                Ok(Some(chunks)) => chunks,
-                Ok(None) => return Ok(None),
-                Err(error) => return Err(raised(py, &self.on_error, error)),
-            },
+        // One look at the connection per step: bytes already here come back without waiting.
+        let chunks = match block_on_interruptibly(py, next_chunks(self.response.get().body_slot()))? {
+            Ok(Some(chunks)) => chunks,
+            Ok(None) => return Ok(None),
+            Err(error) => return Err(raised(py, &self.on_error, error)),
         };
         joined(py, &chunks).map(Some)
     }

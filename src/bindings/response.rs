@@ -121,15 +121,6 @@ impl PyResponse {
     }
 }
 
-/// What a body has for its reader now, without waiting.
-pub(super) enum Now {
-    Data(Vec<Bytes>),
-    End,
-    Failed(HttpError),
-    /// Nothing yet: a read must wait (`next_chunks`).
-    Waiting,
-}
-
 /// The next chunks of the body in `slot` (waiting for the first): see `Body::next_chunks`.
 pub(super) async fn next_chunks(slot: Arc<Mutex<BodySlot>>) -> Result<Option<Vec<Bytes>>, HttpError> {
     let Some(mut borrowed) = Borrowed::take(&slot) else {
@@ -159,22 +150,6 @@ pub(super) fn joined<'py>(py: Python<'py>, chunks: &[Bytes]) -> PyResult<Bound<'
 }
 
 impl PyResponse {
-    /// What the body has now, for the sync reader (`reader.rs`), which waits through
-    /// `next_chunks` when it is `Waiting`.
-    pub(super) fn ready_now(&self) -> Now {
-        match &mut *self.body.lock() {
-            BodySlot::Gone => Now::End,
-            // Taken by another read (a sync one): `next_chunks` says so.
-            BodySlot::Reading { .. } => Now::Waiting,
-            BodySlot::Here(body) => match body.ready_chunks(READ_WITH_HEAD) {
-                Ok((chunks, _)) if !chunks.is_empty() => Now::Data(chunks),
-                Ok((_, true)) => Now::End,
-                Ok((_, false)) => Now::Waiting,
-                Err(error) => Now::Failed(error),
-            },
-        }
-    }
-
     pub(super) fn body_slot(&self) -> Arc<Mutex<BodySlot>> {
         self.body.clone()
     }
